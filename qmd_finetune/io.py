@@ -1,0 +1,584 @@
+"""Reading and writing records: JSONL, JSONL.gz and Parquet, atomic writes, the rejects ledger.
+
+The reader is fast on large files and exact on bad ones. Lines that look canonical go in
+bulk through pyarrow's JSON reader into polars and are validated with polars expressions;
+a bulk block that pyarrow refuses is bisected until the offending lines are isolated.
+Everything else (legacy shapes, broken lines) is parsed one line at a time, so each bad
+line becomes a reject naming its file, line number and reason. Rows are never dropped:
+``rows == valid + invalid`` for every file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from qmd_finetune.records import KINDS, Record, RecordError, coerce_record
+from qmd_finetune.resources import validator
+
+FRAME_SCHEMA: dict[str, pl.DataType] = {
+    "query": pl.Utf8(),
+    "output": pl.List(pl.List(pl.Utf8())),
+    "category": pl.Utf8(),
+    "meta": pl.Utf8(),
+    "extra": pl.Utf8(),
+    "_source": pl.Utf8(),
+    "_line": pl.Int64(),
+}
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.Utf8(),
+    "line": pl.Int64(),
+    "stage": pl.Utf8(),
+    "reason": pl.Utf8(),
+    "path": pl.Utf8(),
+    "raw": pl.Utf8(),
+}
+MAX_LINE_BYTES = 1 << 20
+RAW_KEEP_CHARS = 4096
+_BOM = b"\xef\xbb\xbf"
+_FAST_MARKERS = (b'"output": [[', b'"output":[[')
+_CORE_KEYS = {"query", "output", "category", "meta"}
+_BLOCK_BYTES = 32 << 20
+_MIN_BULK = 32
+
+
+class InputError(ValueError):
+    """An input that cannot be read at all (missing file, unknown suffix)."""
+
+
+@dataclass
+class FileCounts:
+    path: str
+    rows: int = 0
+    valid: int = 0
+    invalid: int = 0
+    notes: dict[str, int] = field(default_factory=dict)
+    """Things handled without losing a row: blank lines, a BOM, CRLF endings, an empty file."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "notes": dict(self.notes),
+        }
+
+
+@dataclass
+class ReadResult:
+    frame: pl.DataFrame
+    rejects: pl.DataFrame
+    files: list[FileCounts]
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+
+# ---------------------------------------------------------------- frames from Python objects
+
+
+def empty_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema=FRAME_SCHEMA)
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def _record_row(record: Record, source: str, line: int) -> tuple:
+    return (
+        record.query,
+        [[k, t] for k, t in record.output],
+        record.category,
+        json.dumps(record.meta, ensure_ascii=False) if record.meta else None,
+        json.dumps(record.extra, ensure_ascii=False) if record.extra else None,
+        source,
+        line,
+    )
+
+
+def _frame_from_rows(rows: list[tuple]) -> pl.DataFrame:
+    if not rows:
+        return empty_frame()
+    return pl.DataFrame(rows, schema=FRAME_SCHEMA, orient="row")
+
+
+def records_to_frame(
+    records: Iterable[dict[str, Any] | Record], source: str = "<memory>", start_line: int = 1
+) -> pl.DataFrame:
+    """Build a frame from dicts (any accepted shape) or Records; raises RecordError on bad input."""
+    rows = []
+    for offset, item in enumerate(records):
+        record = item if isinstance(item, Record) else coerce_record(item)
+        rows.append(_record_row(record, source, start_line + offset))
+    return _frame_from_rows(rows)
+
+
+def _reject_row(
+    source: str, line: int | None, stage: str, reason: str, raw: str | None, path: str | None = None
+) -> tuple:
+    if raw is not None and len(raw) > RAW_KEEP_CHARS:
+        raw = raw[:RAW_KEEP_CHARS] + f"... [truncated, {len(raw)} chars]"
+    return (source, line, stage, reason, path, raw)
+
+
+def _rejects_from_rows(rows: list[tuple]) -> pl.DataFrame:
+    if not rows:
+        return empty_rejects()
+    return pl.DataFrame(rows, schema=REJECT_SCHEMA, orient="row")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_records(paths: Sequence[str | Path], stage: str = "read") -> ReadResult:
+    """Read every file; valid rows into one frame, every bad row into the rejects frame."""
+    frames: list[pl.DataFrame] = []
+    rejects: list[pl.DataFrame] = []
+    files: list[FileCounts] = []
+    for raw_path in paths:
+        path = Path(raw_path)
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory (pass the files inside it)")
+        counts = FileCounts(str(path))
+        if _suffix(path) == ".parquet":
+            frame, rej = _read_parquet(path, counts, stage)
+        else:
+            frame, rej = _read_jsonl(path, counts, stage)
+        counts.valid = frame.height
+        counts.invalid = rej.height
+        counts.rows = counts.valid + counts.invalid
+        if counts.rows == 0:
+            counts.notes["empty file"] = 1
+        frames.append(frame)
+        rejects.append(rej)
+        files.append(counts)
+    frame = pl.concat(frames, how="vertical") if frames else empty_frame()
+    rejected = pl.concat(rejects, how="vertical") if rejects else empty_rejects()
+    return ReadResult(frame=frame, rejects=rejected, files=files)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".json", ".parquet"):
+        if name.endswith(suffix):
+            return suffix
+    raise InputError(f"{path}: unknown file type (expected .jsonl, .jsonl.gz or .parquet)")
+
+
+def _open_bytes(path: Path) -> Any:
+    if _suffix(path).endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _iter_blocks(path: Path) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield (first line number, lines) in blocks of about 32 MB; line numbers are 1-based."""
+    line_no = 1
+    rest = b""
+    first = True
+    with _open_bytes(path) as handle:
+        while True:
+            chunk = handle.read(_BLOCK_BYTES)
+            if first:
+                first = False
+                if chunk.startswith(_BOM):
+                    chunk = chunk[len(_BOM) :]
+                    yield -1, []  # signals the BOM to the caller
+            if not chunk:
+                break
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                rest = chunk
+                continue
+            lines = chunk[:cut].split(b"\n")
+            rest = chunk[cut + 1 :]
+            yield line_no, lines
+            line_no += len(lines)
+    if rest:
+        yield line_no, [rest]
+
+
+def _read_jsonl(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    source = str(path)
+    frames: list[pl.DataFrame] = []
+    slow_rows: list[tuple] = []
+    reject_rows: list[tuple] = []
+    notes: Counter[str] = Counter()
+    try:
+        for start, lines in _iter_blocks(path):
+            _read_block(source, start, lines, frames, slow_rows, reject_rows, notes, stage)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    counts.notes.update(notes)
+    frames.append(_frame_from_rows(slow_rows))
+    frame = pl.concat([f for f in frames if f.height] or [empty_frame()], how="vertical").sort("_line")
+    return frame, _rejects_from_rows(sorted(reject_rows, key=lambda r: r[1] or 0))
+
+
+def _read_block(
+    source: str,
+    start: int,
+    lines: list[bytes],
+    frames: list[pl.DataFrame],
+    slow_rows: list[tuple],
+    reject_rows: list[tuple],
+    notes: Counter[str],
+    stage: str,
+) -> None:
+    if start < 0:
+        notes["utf-8 BOM removed"] += 1
+        return
+    bulk: list[int] = []
+    for i, line in enumerate(lines):
+        if line.endswith(b"\r"):
+            notes["CRLF line endings"] += 1
+        if not line.strip():
+            notes["blank lines skipped"] += 1
+        elif len(line) <= MAX_LINE_BYTES and (_FAST_MARKERS[0] in line or _FAST_MARKERS[1] in line):
+            bulk.append(i)
+        else:
+            _read_line_slow(source, start + i, line, slow_rows, reject_rows, stage)
+    if bulk:
+        frames.extend(_read_bulk(source, start, lines, bulk, slow_rows, reject_rows, stage))
+
+
+def _read_line_slow(
+    source: str, line_no: int, line: bytes, rows: list[tuple], rejects: list[tuple], stage: str
+) -> None:
+    if len(line) > MAX_LINE_BYTES:
+        raw = line[:RAW_KEEP_CHARS].decode("utf-8", errors="backslashreplace")
+        rejects.append(
+            _reject_row(source, line_no, stage, f"line too long ({len(line)} bytes > {MAX_LINE_BYTES})", raw)
+        )
+        return
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raw = line.decode("utf-8", errors="backslashreplace")
+        rejects.append(
+            _reject_row(
+                source,
+                line_no,
+                stage,
+                f"invalid UTF-8 (byte 0x{line[exc.start]:02x} at offset {exc.start})",
+                raw,
+            )
+        )
+        return
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        rejects.append(
+            _reject_row(source, line_no, stage, f"invalid JSON: {exc.msg} (column {exc.colno})", text)
+        )
+        return
+    try:
+        record = coerce_record(obj)
+        errors = sorted(validator("record").iter_errors(record.to_dict()), key=lambda e: list(e.path))
+        if errors:
+            raise RecordError(errors[0].message, errors[0].json_path)
+    except RecordError as exc:
+        rejects.append(_reject_row(source, line_no, stage, exc.reason, text, exc.path))
+        return
+    rows.append(_record_row(record, source, line_no))
+
+
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [("query", pa.string()), ("output", pa.list_(pa.list_(pa.string()))), ("category", pa.string())]
+    )
+
+
+def _read_bulk(
+    source: str,
+    start: int,
+    lines: list[bytes],
+    indices: list[int],
+    slow_rows: list[tuple],
+    rejects: list[tuple],
+    stage: str,
+) -> list[pl.DataFrame]:
+    """Read lines[indices] with pyarrow; bisect on failure down to single-line parsing."""
+    import pyarrow.json as pj
+
+    if len(indices) <= _MIN_BULK:
+        for i in indices:
+            _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage)
+        return []
+    buffer = b"\n".join(lines[i] for i in indices)
+    try:
+        table = pj.read_json(
+            io.BytesIO(buffer),
+            read_options=pj.ReadOptions(
+                block_size=max(1 << 20, min(len(buffer) + 1, 1 << 30)), use_threads=True
+            ),
+            parse_options=pj.ParseOptions(explicit_schema=_arrow_schema(), unexpected_field_behavior="infer"),
+        )
+        if table.num_rows != len(indices):
+            raise ValueError("row count mismatch")
+        frame = pl.from_arrow(table)
+    except Exception:  # pyarrow raises several error types; any failure means: split and retry
+        half = len(indices) // 2
+        return _read_bulk(source, start, lines, indices[:half], slow_rows, rejects, stage) + _read_bulk(
+            source, start, lines, indices[half:], slow_rows, rejects, stage
+        )
+    line_numbers = pl.Series("_line", [start + i for i in indices], dtype=pl.Int64)
+    frame = _to_frame_columns(frame, source, line_numbers)
+    kept, bad = _validate_bulk(frame)
+    for line_no, reason, path in bad.select("_line", "_why", "_path").iter_rows():
+        raw = lines[line_no - start].decode("utf-8", errors="backslashreplace")
+        rejects.append(_reject_row(source, line_no, stage, reason, raw, path))
+    return [kept]
+
+
+def _to_frame_columns(frame: pl.DataFrame, source: str, line_numbers: pl.Series) -> pl.DataFrame:
+    columns = frame.columns
+    query = pl.col("query")
+    if "input" in columns:
+        query = pl.coalesce(pl.col("query"), pl.col("input").cast(pl.Utf8, strict=False))
+    extra_cols = [c for c in columns if c not in _CORE_KEYS and c not in ("input", "searches")]
+    meta = (
+        pl.when(pl.col("meta").is_not_null()).then(pl.col("meta").struct.json_encode()).otherwise(None)
+        if "meta" in columns and isinstance(frame.schema["meta"], pl.Struct)
+        else pl.lit(None, pl.Utf8)
+    )
+    extra = pl.struct(extra_cols).struct.json_encode() if extra_cols else pl.lit(None, pl.Utf8)
+    out = frame.select(
+        query.alias("query"),
+        pl.col("output"),
+        pl.col("category"),
+        meta.alias("meta"),
+        extra.alias("extra"),
+        pl.lit(source).alias("_source"),
+    ).with_columns(line_numbers)
+    if "meta" in columns and not isinstance(frame.schema["meta"], pl.Struct):
+        # meta present but not an object in every row: let the careful path decide per row
+        out = out.with_columns(pl.lit("__not_object__").alias("meta"))
+    return out
+
+
+def _validate_bulk(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The record schema's rules as polars expressions (same reasons as the careful path)."""
+    item_len_bad = pl.col("output").list.eval(pl.element().list.len() != 2).list.any()
+    kinds = pl.col("output").list.eval(pl.element().list.get(0, null_on_oob=True))
+    texts = pl.col("output").list.eval(pl.element().list.get(1, null_on_oob=True))
+    unknown_kind = kinds.list.eval(
+        pl.element().filter(~pl.element().is_in(list(KINDS)) | pl.element().is_null())
+    ).list.first()
+    empty_text = texts.list.eval(pl.element().is_null() | (pl.element().str.strip_chars() == "")).list.any()
+    newline_text = texts.list.eval(pl.element().str.contains(r"[\r\n]")).list.any()
+    query_text = pl.col("query").str.strip_chars()
+    why = (
+        pl.when(pl.col("query").is_null())
+        .then(pl.lit("missing query"))
+        .when(query_text == "")
+        .then(pl.lit("empty query"))
+        .when(query_text.str.contains(r"[\r\n]"))
+        .then(pl.lit("newline inside query"))
+        .when(pl.col("output").is_null())
+        .then(pl.lit("missing output"))
+        .when(pl.col("output").list.len() == 0)
+        .then(pl.lit("empty output"))
+        .when(item_len_bad)
+        .then(pl.lit("output item is not a [kind, text] pair"))
+        .when(unknown_kind.is_not_null())
+        .then(pl.format("unknown kind '{}'", unknown_kind))
+        .when(empty_text)
+        .then(pl.lit("empty text"))
+        .when(newline_text)
+        .then(pl.lit("newline inside item"))
+        .when(pl.col("meta") == "__not_object__")
+        .then(pl.lit("meta is not an object"))
+        .otherwise(None)
+    )
+    path = (
+        pl.when(pl.col("_why").str.contains("query"))
+        .then(pl.lit("$.query"))
+        .when(pl.col("_why").str.contains("meta"))
+        .then(pl.lit("$.meta"))
+        .otherwise(pl.lit("$.output"))
+    )
+    marked = frame.with_columns(why.alias("_why")).with_columns(path.alias("_path"))
+    bad = marked.filter(pl.col("_why").is_not_null())
+    kept = marked.filter(pl.col("_why").is_null()).drop("_why", "_path")
+    return kept, bad
+
+
+def _read_parquet(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    try:
+        table = pl.read_parquet(path)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
+    rows: list[tuple] = []
+    rejects: list[tuple] = []
+    for offset, row in enumerate(table.iter_rows(named=True)):
+        line_no = offset + 1
+        for key in ("meta", "extra"):
+            if isinstance(row.get(key), str):
+                with contextlib.suppress(json.JSONDecodeError):
+                    decoded = json.loads(row[key])
+                    if key == "extra" and isinstance(decoded, dict):
+                        row.pop("extra")
+                        for k, v in decoded.items():
+                            row.setdefault(k, v)
+                    else:
+                        row[key] = decoded
+        row = {
+            k: v
+            for k, v in row.items()
+            if not k.startswith("_") and not (k in ("meta", "category") and v is None)
+        }
+        try:
+            record = coerce_record(row)
+        except RecordError as exc:
+            rejects.append(
+                _reject_row(str(path), line_no, stage, exc.reason, json.dumps(row, default=str), exc.path)
+            )
+            continue
+        rows.append(_record_row(record, str(path), line_no))
+    return _frame_from_rows(rows), _rejects_from_rows(rejects)
+
+
+# ---------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
+    """Write to a temporary file beside ``path`` and rename it into place on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _encode_lines(frame: pl.DataFrame) -> pl.Series:
+    """One JSON object per row, built with polars string expressions (no Python per row)."""
+    plain = [c for c in frame.columns if not c.startswith("_") and c not in ("meta", "extra")]
+    if not plain:
+        raise ValueError("nothing to write: the frame has no record columns")
+    core = pl.struct(plain).struct.json_encode()
+    body = core.str.slice(0, core.str.len_bytes() - 1)
+    pieces = [body]
+    if "meta" in frame.columns:
+        pieces.append(
+            pl.when(pl.col("meta").is_not_null())
+            .then(pl.lit(',"meta":') + pl.col("meta"))
+            .otherwise(pl.lit(""))
+        )
+    if "extra" in frame.columns:
+        inner = pl.col("extra").str.strip_chars().str.slice(1).str.strip_suffix("}")
+        pieces.append(
+            pl.when(pl.col("extra").is_not_null() & (inner.str.strip_chars() != ""))
+            .then(pl.lit(",") + inner)
+            .otherwise(pl.lit(""))
+        )
+    pieces.append(pl.lit("}"))
+    return frame.select(pl.concat_str(pieces).alias("line")).get_column("line")
+
+
+def write_records(frame: pl.DataFrame, path: str | Path) -> Path:
+    """Write records as .jsonl, .jsonl.gz or .parquet (by suffix), atomically."""
+    target = Path(path)
+    suffix = _suffix(target)
+    if suffix == ".parquet":
+        with atomic_write(target, "wb") as handle:
+            frame.select([c for c in frame.columns if not c.startswith("_")]).write_parquet(handle)
+        return target
+    lines = _encode_lines(frame) if frame.height else pl.Series("line", [], dtype=pl.Utf8)
+    payload = ("\n".join(lines.to_list()) + ("\n" if frame.height else "")).encode("utf-8")
+    with atomic_write(target, "wb") as handle:
+        handle.write(gzip.compress(payload, compresslevel=6) if suffix.endswith(".gz") else payload)
+    return target
+
+
+def frame_to_dicts(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Records as plain dicts (meta/extra decoded, bookkeeping columns dropped)."""
+    if frame.height == 0:
+        return []
+    return [json.loads(line) for line in _encode_lines(frame).to_list()]
+
+
+def rejects_from_frame(rejected: pl.DataFrame, stage: str) -> pl.DataFrame:
+    """Ledger rows for a stage's rejected frame (input columns + ``_reason``)."""
+    if rejected.height == 0:
+        return empty_rejects()
+    raw = _encode_lines(rejected.drop("_reason"))
+    return pl.DataFrame(
+        {
+            "source": rejected.get_column("_source")
+            if "_source" in rejected.columns
+            else pl.repeat("<memory>", rejected.height, eager=True),
+            "line": rejected.get_column("_line")
+            if "_line" in rejected.columns
+            else pl.repeat(None, rejected.height, dtype=pl.Int64, eager=True),
+            "stage": pl.repeat(stage, rejected.height, eager=True),
+            "reason": rejected.get_column("_reason"),
+            "path": pl.repeat(None, rejected.height, dtype=pl.Utf8, eager=True),
+            "raw": raw,
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+def write_rejects(rejects: pl.DataFrame, path: str | Path) -> Path:
+    """Write the ledger (JSONL: source, line, stage, reason, path, raw) atomically."""
+    target = Path(path)
+    with atomic_write(target, "wb") as handle:
+        if rejects.height:
+            rejects.select(list(REJECT_SCHEMA)).write_ndjson(handle)
+    return target
+
+
+def default_rejects_path(output: str | Path) -> Path:
+    """``out/train.jsonl`` -> ``out/train.rejects.jsonl`` (beside the output)."""
+    target = Path(output)
+    name = target.name
+    for suffix in (".jsonl.gz", ".jsonl", ".parquet", ".json", ".ndjson"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return target.with_name(f"{name}.rejects.jsonl")
+
+
+def read_query_lines(path: str | Path) -> list[str]:
+    """A query list: one per line, ``#`` comments and blank lines ignored; JSONL records also accepted."""
+    target = Path(path)
+    if not target.exists():
+        raise InputError(f"{target}: no such file")
+    if target.name.endswith((".jsonl", ".jsonl.gz", ".parquet")):
+        return read_records([target]).frame.get_column("query").to_list()
+    queries = []
+    for line in target.read_text(encoding="utf-8-sig").splitlines():
+        text = line.strip()
+        if text and not text.startswith("#"):
+            queries.append(text)
+    return queries
