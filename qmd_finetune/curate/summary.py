@@ -1,0 +1,171 @@
+"""Library side of `curate validate` and `curate score`: read, check, score, summarize."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from qmd_finetune.io import (
+    ReadResult,
+    default_rejects_path,
+    empty_rejects,
+    read_records,
+    rejects_from_frame,
+    write_records,
+    write_rejects,
+)
+from qmd_finetune.reward import RATINGS, score_frame
+
+RATING_NAMES = [name for _, name in RATINGS] + ["Failed"]
+
+
+def validate_files(paths: Sequence[Path], rejects_path: Path | None = None) -> ReadResult:
+    result = read_records(paths, stage="validate")
+    if rejects_path is not None:
+        write_rejects(result.rejects, rejects_path)
+    return result
+
+
+def print_validation(console: Console, result: ReadResult, show: int) -> None:
+    table = Table(title="validate", title_justify="left")
+    for column in ("file", "rows", "valid", "invalid", "notes"):
+        table.add_column(
+            column, justify="right" if column in ("rows", "valid", "invalid") else "left", overflow="fold"
+        )
+    for f in result.files:
+        notes = ", ".join(f"{k}: {v}" for k, v in f.notes.items())
+        table.add_row(
+            f.path, str(f.rows), str(f.valid), f"[red]{f.invalid}[/red]" if f.invalid else "0", notes
+        )
+    if len(result.files) > 1:
+        table.add_row(
+            "[bold]total[/bold]",
+            str(result.rows),
+            str(result.frame.height),
+            str(result.rejects.height),
+            "",
+        )
+    console.print(table)
+    if result.rejects.height and show > 0:
+        console.print(f"[bold]first {min(show, result.rejects.height)} invalid rows[/bold]")
+        for source, line, reason, path in (
+            result.rejects.head(show).select("source", "line", "reason", "path").iter_rows()
+        ):
+            where = f" at {path}" if path and path != "$" else ""
+            console.print(f"  {source}:{line}: {reason}{where}", markup=False, highlight=False)
+
+
+@dataclass
+class ScoreResult:
+    read: ReadResult
+    scored: pl.DataFrame
+    kept: pl.DataFrame
+    below: pl.DataFrame
+    output: Path
+    rejects_path: Path
+    min_score: float | None
+
+
+def score_files(
+    paths: Sequence[Path],
+    output: Path,
+    min_score: float | None = None,
+    rejects_path: Path | None = None,
+    workers: int | None = None,
+) -> ScoreResult:
+    result = read_records(paths, stage="read")
+    scored = score_frame(result.frame, workers=workers)
+    if min_score is not None:
+        below = scored.filter(pl.col("score") < min_score).with_columns(
+            pl.format("score {} < min-score {}", pl.col("score"), pl.lit(min_score)).alias("_reason")
+        )
+        kept = scored.filter(pl.col("score") >= min_score)
+    else:
+        below, kept = scored.head(0).with_columns(pl.lit(None, pl.Utf8).alias("_reason")), scored
+    write_records(kept, output)
+    rejects_path = rejects_path or default_rejects_path(output)
+    ledger = pl.concat(
+        [result.rejects, rejects_from_frame(below, "score") if below.height else empty_rejects()]
+    )
+    write_rejects(ledger, rejects_path)
+    return ScoreResult(result, scored, kept, below, output, rejects_path, min_score)
+
+
+def score_stats(scored: pl.DataFrame, top: int = 10) -> dict[str, Any]:
+    """Summary numbers of a scored frame (also used by reports)."""
+    if scored.height == 0:
+        return {"rows": 0}
+    scores = scored.get_column("score")
+    ratings = Counter(scored.get_column("rating").to_list())
+    deductions: Counter[str] = Counter()
+    for items in scored.get_column("deductions").to_list():
+        deductions.update(_deduction_kind(d) for d in items or [])
+    return {
+        "rows": scored.height,
+        "mean": round(float(scores.mean()), 2),
+        "median": round(float(scores.median()), 2),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "share_ge_70": round(float((scores >= 70).mean()), 4),
+        "ratings": {name: ratings.get(name, 0) for name in RATING_NAMES},
+        "top_deductions": deductions.most_common(top),
+    }
+
+
+def _deduction_kind(deduction: str) -> str:
+    """Group deductions by their kind: 'lex echoes query: x' -> 'lex echoes query'."""
+    head = (
+        deduction.split(":", 1)[0] if ":" in deduction and not deduction.startswith("missing") else deduction
+    )
+    return head.split(" (", 1)[0]
+
+
+def print_score_summary(console: Console, result: ScoreResult) -> None:
+    stats = score_stats(result.scored)
+    if stats["rows"] == 0:
+        console.print("[yellow]no valid rows to score[/yellow]")
+    else:
+        table = Table(title="score", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_row("rows scored", str(stats["rows"]))
+        for key in ("mean", "median", "min", "max"):
+            table.add_row(key, f"{stats[key]:.1f}")
+        table.add_row("share >= 70", f"{stats['share_ge_70'] * 100:.1f}%")
+        for name, count in stats["ratings"].items():
+            table.add_row(f"rating {name}", str(count))
+        console.print(table)
+        if len(result.read.files) > 1:
+            per_file = Table(title="per file", title_justify="left")
+            for column in ("file", "rows", "mean", "share >= 70"):
+                per_file.add_column(column, justify="left" if column == "file" else "right", overflow="fold")
+            grouped = result.scored.group_by("_source", maintain_order=True).agg(
+                pl.len().alias("rows"),
+                pl.col("score").mean().alias("mean"),
+                (pl.col("score") >= 70).mean().alias("share"),
+            )
+            for source, rows, mean, share in grouped.iter_rows():
+                per_file.add_row(source, str(rows), f"{mean:.1f}", f"{share * 100:.1f}%")
+            console.print(per_file)
+        deductions = Table(title="most common deductions", title_justify="left")
+        deductions.add_column("deduction")
+        deductions.add_column("rows", justify="right")
+        for reason, count in stats["top_deductions"]:
+            deductions.add_row(reason, str(count))
+        console.print(deductions)
+    rows_in = result.read.rows
+    kept, rejected = result.kept.height, result.read.rejects.height + result.below.height
+    console.print(
+        f"rows in {rows_in} = kept {kept} + rejected {rejected} "
+        f"(invalid {result.read.rejects.height}, under min-score {result.below.height})"
+    )
+    console.print(f"wrote {result.output}  ledger {result.rejects_path}")
+    if rows_in != kept + rejected:
+        raise AssertionError(f"row accounting broken: {rows_in} != {kept} + {rejected}")
