@@ -445,7 +445,7 @@ def _read_parquet(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFr
         row = {
             k: v
             for k, v in row.items()
-            if not k.startswith("_") and not (k in ("meta", "category") and v is None)
+            if not k.startswith("_") and not (k in ("meta", "category", "extra") and v is None)
         }
         try:
             record = coerce_record(row)
