@@ -1,0 +1,373 @@
+"""Dataset statistics for `curate analyze`, the HTML report and the dataset card.
+
+:func:`compute_stats` turns a frame of records into a JSON-able dict: counts, categories
+(against balance targets when given), facet shares, items and lengths per kind, query
+lengths, the score distribution with ratings and top deductions, clean flags, duplicate
+clusters and example rows per category. :func:`print_stats` renders it in the terminal.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from qmd_finetune.curate.balance import UNCATEGORIZED, load_targets, resolve_targets
+from qmd_finetune.curate.score import deduction_kind
+from qmd_finetune.records import KINDS, render
+
+ONLY_PATTERN = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
+SCORE_BINS = list(range(0, 101, 10))
+RATING_ORDER = ("Excellent", "Good", "Acceptable", "Poor", "Failed")
+_BAR = "█"
+
+
+def _value_counts(series: pl.Series) -> dict[str, int]:
+    if series.len() == 0:
+        return {}
+    counts = series.value_counts(sort=True)
+    name = series.name
+    return {str(k): int(v) for k, v in zip(counts[name].to_list(), counts["count"].to_list())}
+
+
+def distribution(values: np.ndarray | list[float], bins: int | list[float] = 20) -> dict[str, Any]:
+    """Summary numbers and a histogram ``[[lo, hi, count], ...]`` of a numeric sample."""
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        return {"count": 0, "histogram": []}
+    if isinstance(bins, int):
+        hi = float(np.percentile(array, 99.5)) if array.size > 50 else float(array.max())
+        hi = max(hi, float(array.min()) + 1)
+        edges = np.linspace(float(array.min()), hi, bins + 1)
+    else:
+        edges = np.asarray(bins, dtype=float)
+    clipped = np.clip(array, edges[0], edges[-1])
+    counts, edges = np.histogram(clipped, bins=edges)
+    return {
+        "count": int(array.size),
+        "mean": round(float(array.mean()), 2),
+        "min": float(array.min()),
+        "p10": float(np.percentile(array, 10)),
+        "median": float(np.median(array)),
+        "p90": float(np.percentile(array, 90)),
+        "max": float(array.max()),
+        "histogram": [
+            [round(float(lo), 1), round(float(hi), 1), int(c)]
+            for lo, hi, c in zip(edges[:-1], edges[1:], counts)
+        ],
+    }
+
+
+def _normalized_query() -> pl.Expr:
+    return pl.col("query").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def _category_column(frame: pl.DataFrame) -> pl.Series:
+    if "category" not in frame.columns:
+        return pl.Series("category", [UNCATEGORIZED] * frame.height, dtype=pl.Utf8)
+    return frame.get_column("category").fill_null(UNCATEGORIZED).replace("", UNCATEGORIZED)
+
+
+def compute_stats(
+    frame: pl.DataFrame,
+    targets: dict[str, Any] | str | Path | None = None,
+    examples: int = 3,
+    score: bool = True,
+    clusters: int = 10,
+) -> dict[str, Any]:
+    """Statistics of a record frame; scores rows first when ``score`` and no score column."""
+    if score and "score" not in frame.columns and frame.height:
+        from qmd_finetune.reward import score_frame
+
+        frame = score_frame(frame)
+    stats: dict[str, Any] = {"rows": frame.height}
+    if frame.height == 0:
+        return stats
+    norm = frame.select(_normalized_query().alias("q")).get_column("q")
+    stats["unique_queries"] = int(norm.n_unique())
+    stats["duplicate_rows"] = frame.height - stats["unique_queries"]
+    if "_source" in frame.columns:
+        stats["sources"] = _value_counts(frame.get_column("_source"))
+
+    only = frame.get_column("query").str.extract(ONLY_PATTERN, 1).str.to_lowercase().fill_null("none")
+    stats["only_mode"] = _value_counts(only)
+
+    categories = _category_column(frame)
+    stats["categories"] = _value_counts(categories.rename("category"))
+    if targets is not None:
+        spec = load_targets(targets) if isinstance(targets, (str, Path)) else targets
+        resolved = resolve_targets(spec, frame.height)
+        names = sorted(
+            set(stats["categories"]) | set(resolved.categories), key=lambda c: -stats["categories"].get(c, 0)
+        )
+        stats["category_targets"] = {
+            name: {
+                "count": stats["categories"].get(name, 0),
+                "target": resolved.categories.get(name, resolved.default),
+            }
+            for name in names
+        }
+        stats["facet_targets"] = dict(resolved.facets)
+
+    if "facets" in frame.columns:
+        exploded = frame.select(pl.col("facets").explode().drop_nulls()).get_column("facets")
+        stats["facets"] = {
+            name: {"count": n, "share": round(n / frame.height, 4)}
+            for name, n in _value_counts(exploded).items()
+        }
+
+    stats["items"] = _item_stats(frame)
+    words = frame.select(pl.col("query").str.split(" ").list.len().alias("w")).get_column("w").to_numpy()
+    stats["query_words"] = distribution(words, bins=[1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 30])
+    stats["query_chars"] = distribution(frame.get_column("query").str.len_chars().to_numpy())
+
+    if "score" in frame.columns:
+        stats["score"] = _score_stats(frame)
+    if "flags" in frame.columns:
+        flags = frame.select(pl.col("flags").explode().drop_nulls()).get_column("flags")
+        stats["flags"] = _value_counts(flags)
+        stats["flagged_rows"] = int(frame.select((pl.col("flags").list.len() > 0).sum()).item())
+    if "split" in frame.columns:
+        stats["splits"] = _value_counts(frame.get_column("split").fill_null("none"))
+    stats["duplicates"] = _duplicate_clusters(frame, norm, clusters)
+    stats["examples"] = _examples(frame, categories, examples)
+    return stats
+
+
+def _item_stats(frame: pl.DataFrame) -> dict[str, Any]:
+    items = frame.select(pl.int_range(pl.len()).alias("row"), pl.col("output")).explode("output")
+    items = items.filter(pl.col("output").is_not_null()).select(
+        "row",
+        pl.col("output").list.get(0).alias("kind"),
+        pl.col("output").list.get(1).str.len_chars().alias("chars"),
+    )
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        of_kind = items.filter(pl.col("kind") == kind)
+        per_row = of_kind.group_by("row").len()
+        per_row_counts = Counter(per_row.get_column("len").to_list())
+        per_row_counts[0] = frame.height - per_row.height
+        bins = [0, 20, 40, 50, 60, 80, 100, 125, 150, 175, 200, 250, 300, 400] if kind == "hyde" else 20
+        out[kind] = {
+            "items": of_kind.height,
+            "rows_with": per_row.height,
+            "per_row": {str(k): int(v) for k, v in sorted(per_row_counts.items())},
+            "chars": distribution(of_kind.get_column("chars").to_numpy(), bins=bins),
+        }
+    if out["hyde"]["items"]:
+        hyde = items.filter(pl.col("kind") == "hyde").get_column("chars")
+        out["hyde"]["outside_50_200"] = int(((hyde < 50) | (hyde > 200)).sum())
+    return out
+
+
+def _score_stats(frame: pl.DataFrame, top: int = 12) -> dict[str, Any]:
+    scores = frame.get_column("score").drop_nulls().to_numpy()
+    stats = distribution(scores, bins=SCORE_BINS)
+    stats["share_ge_70"] = round(float((scores >= 70).mean()), 4) if scores.size else 0.0
+    if "rating" in frame.columns:
+        ratings = _value_counts(frame.get_column("rating").fill_null("none"))
+        stats["ratings"] = {name: ratings.get(name, 0) for name in RATING_ORDER}
+    if "deductions" in frame.columns:
+        counter: Counter[str] = Counter()
+        for items in frame.get_column("deductions").to_list():
+            counter.update({deduction_kind(d) for d in items or []})
+        stats["top_deductions"] = counter.most_common(top)
+    return stats
+
+
+def _duplicate_clusters(frame: pl.DataFrame, norm: pl.Series, top: int) -> dict[str, Any]:
+    """Clusters of rows: by ``dup_group`` when dedup ran, else by normalized query."""
+    if "dup_group" in frame.columns:
+        key, method = frame.get_column("dup_group").cast(pl.Utf8), "dup_group"
+    else:
+        key, method = norm, "normalized query"
+    grouped = (
+        pl.DataFrame({"key": key, "query": frame.get_column("query")})
+        .filter(pl.col("key").is_not_null())
+        .group_by("key")
+        .agg(pl.len().alias("size"), pl.col("query").unique().head(5).alias("queries"))
+        .filter(pl.col("size") > 1)
+        .sort(["size", "key"], descending=[True, False])
+    )
+    return {
+        "method": method,
+        "clusters": grouped.height,
+        "rows_in_clusters": int(grouped.get_column("size").sum()) if grouped.height else 0,
+        "largest": [{"key": k, "size": s, "queries": q} for k, s, q in grouped.head(top).iter_rows()],
+    }
+
+
+def _examples(
+    frame: pl.DataFrame, categories: pl.Series, per_category: int
+) -> dict[str, list[dict[str, Any]]]:
+    work = frame.with_columns(categories.alias("_cat"))
+    if "score" in work.columns:
+        work = work.sort("score", descending=True, nulls_last=True)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for cat in sorted(work.get_column("_cat").unique().to_list()):
+        rows = work.filter(pl.col("_cat") == cat).head(per_category)
+        out[cat] = [
+            {
+                "query": row["query"],
+                "text": render([(k, t) for k, t in row["output"]]),
+                "score": row.get("score"),
+            }
+            for row in rows.iter_rows(named=True)
+        ]
+    return out
+
+
+# ---------------------------------------------------------------- terminal
+
+
+def _bar(value: float, top: float, width: int = 30) -> str:
+    if top <= 0:
+        return ""
+    return _BAR * max(1 if value else 0, round(value / top * width))
+
+
+def print_stats(console: Console, stats: dict[str, Any], title: str = "dataset") -> None:
+    """The terminal report: counts, categories vs target, facets, lengths, scores, duplicates, examples."""
+    rows = stats.get("rows", 0)
+    overview = Table(title=f"{title}: overview", title_justify="left")
+    overview.add_column("metric")
+    overview.add_column("value", justify="right")
+    overview.add_row("rows", str(rows))
+    if not rows:
+        console.print(overview)
+        return
+    overview.add_row("unique queries (normalized)", str(stats["unique_queries"]))
+    overview.add_row("duplicate rows", str(stats["duplicate_rows"]))
+    for mode, n in stats["only_mode"].items():
+        overview.add_row(f"only-mode {mode}", str(n))
+    if "flagged_rows" in stats:
+        overview.add_row("rows with clean flags", str(stats["flagged_rows"]))
+    for name, n in (stats.get("splits") or {}).items():
+        overview.add_row(f"split {name}", str(n))
+    console.print(overview)
+
+    if stats.get("sources") and len(stats["sources"]) > 1:
+        table = Table(title="sources", title_justify="left")
+        table.add_column("file")
+        table.add_column("rows", justify="right")
+        for source, n in stats["sources"].items():
+            table.add_row(source, str(n))
+        console.print(table)
+
+    table = Table(
+        title="categories" + (" vs target" if "category_targets" in stats else ""), title_justify="left"
+    )
+    table.add_column("category")
+    table.add_column("rows", justify="right")
+    table.add_column("share", justify="right")
+    with_targets = "category_targets" in stats
+    if with_targets:
+        table.add_column("target", justify="right")
+        table.add_column("gap", justify="right")
+    table.add_column("")
+    top = max(stats["categories"].values(), default=1)
+    names = list(stats["category_targets"]) if with_targets else list(stats["categories"])
+    for name in names:
+        n = stats["categories"].get(name, 0)
+        cells = [name, str(n), f"{n / rows:.1%}"]
+        if with_targets:
+            target = stats["category_targets"][name]["target"]
+            gap = "" if target is None else f"{n - target:+d}"
+            style = "red" if target is not None and n < target else "green"
+            cells += ["-" if target is None else str(target), f"[{style}]{gap}[/{style}]" if gap else ""]
+        cells.append(_bar(n, top))
+        table.add_row(*cells)
+    console.print(table)
+
+    if stats.get("facets"):
+        table = Table(title="facets", title_justify="left")
+        for column in ("facet", "rows", "share", "target"):
+            table.add_column(column, justify="left" if column == "facet" else "right")
+        targets = stats.get("facet_targets") or {}
+        for name, data in stats["facets"].items():
+            table.add_row(name, str(data["count"]), f"{data['share']:.1%}", str(targets.get(name, "-")))
+        console.print(table)
+
+    table = Table(title="items per kind (length in characters)", title_justify="left")
+    for column in ("kind", "items", "rows with", "mean", "p10", "median", "p90", "max", "per row"):
+        table.add_column(column, justify="left" if column in ("kind", "per row") else "right")
+    for kind, data in stats["items"].items():
+        chars = data["chars"]
+        per_row = " ".join(f"{k}:{v}" for k, v in data["per_row"].items())
+        if not chars["count"]:
+            table.add_row(kind, "0", "0", "", "", "", "", "", per_row)
+            continue
+        table.add_row(
+            kind,
+            str(data["items"]),
+            str(data["rows_with"]),
+            f"{chars['mean']:.0f}",
+            f"{chars['p10']:.0f}",
+            f"{chars['median']:.0f}",
+            f"{chars['p90']:.0f}",
+            f"{chars['max']:.0f}",
+            per_row,
+        )
+    console.print(table)
+    if stats["items"]["hyde"].get("outside_50_200"):
+        console.print(f"hyde items outside 50-200 chars: {stats['items']['hyde']['outside_50_200']}")
+    _print_histogram(console, "hyde length (chars)", stats["items"]["hyde"]["chars"].get("histogram", []))
+    _print_histogram(console, "query length (words)", stats["query_words"].get("histogram", []), integer=True)
+
+    if "score" in stats:
+        s = stats["score"]
+        console.print(
+            f"[bold]score[/bold]: mean {s['mean']:.1f}, median {s['median']:.1f}, min {s['min']:.1f}, "
+            f"max {s['max']:.1f}, share >= 70 {s['share_ge_70']:.1%}"
+        )
+        _print_histogram(console, "score histogram", s["histogram"], integer=True)
+        if s.get("ratings"):
+            console.print("ratings: " + ", ".join(f"{k} {v}" for k, v in s["ratings"].items()))
+        if s.get("top_deductions"):
+            table = Table(title="top deductions (rows)", title_justify="left")
+            table.add_column("deduction")
+            table.add_column("rows", justify="right")
+            for reason, n in s["top_deductions"]:
+                table.add_row(reason, str(n))
+            console.print(table)
+
+    if stats.get("flags"):
+        table = Table(title="clean flags", title_justify="left")
+        table.add_column("flag")
+        table.add_column("rows", justify="right")
+        for flag, n in list(stats["flags"].items())[:15]:
+            table.add_row(flag, str(n))
+        console.print(table)
+
+    dups = stats["duplicates"]
+    console.print(
+        f"[bold]duplicate clusters[/bold] (by {dups['method']}): {dups['clusters']} clusters, "
+        f"{dups['rows_in_clusters']} rows"
+    )
+    for cluster in dups["largest"][:5]:
+        console.print(
+            f"  {cluster['size']} x " + " | ".join(cluster["queries"][:3]), markup=False, highlight=False
+        )
+
+    console.print("[bold]examples per category[/bold] (best scored)")
+    for cat, rows_ in stats["examples"].items():
+        for example in rows_[:1]:
+            score = f" [{example['score']:.1f}]" if example.get("score") is not None else ""
+            console.print(f"  {cat}: {example['query']}{score}", markup=False, highlight=False)
+
+
+def _print_histogram(
+    console: Console, title: str, histogram: list[list[float]], integer: bool = False
+) -> None:
+    if not histogram:
+        return
+    top = max(c for _, _, c in histogram) or 1
+    console.print(f"[bold]{title}[/bold]")
+    for lo, hi, count in histogram:
+        label = f"{lo:g}-{hi:g}" if not integer else f"{int(lo)}-{int(hi)}"
+        console.print(f"  {label:>11} {count:>7} {_bar(count, top, 40)}", highlight=False)

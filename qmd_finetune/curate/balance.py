@@ -1,0 +1,237 @@
+"""Balance stage: bring categories (and facets) towards a target distribution.
+
+Targets come from a YAML file (``configs/targets.yaml``) or flags. A target is a row count
+(an int) or a share of ``total`` (a float <= 1; ``total`` defaults to the rows in). Groups
+over their target are downsampled keeping the highest-scored rows (ties broken by a seeded
+shuffle); groups under it are reported as deficits and written to a generation plan
+(``{"categories": {...}, "facets": {...}, "total_needed": n}``) that
+``generate queries --from-plan`` consumes.
+
+Facets overlap (a query can be short *and* temporal), so facet targets only downsample
+rows whose category stays at or above its own target; facet deficits are reported and
+planned but are not added to category deficits: ``total_needed`` is the larger of the
+summed category deficits and the largest facet deficit, because new queries for a
+deficit category can carry a missing facet too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+
+from qmd_finetune.curate.stage import REASON, StageResult
+
+UNCATEGORIZED = "uncategorized"
+_ROW = "_balance_row"
+_RANK = "_balance_rank"
+
+
+@dataclass
+class Targets:
+    """Resolved balance targets (absolute row counts)."""
+
+    categories: dict[str, int] = field(default_factory=dict)
+    facets: dict[str, int] = field(default_factory=dict)
+    default: int | None = None
+    """Target for categories not listed; None keeps them as they are."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"categories": dict(self.categories), "facets": dict(self.facets), "default": self.default}
+
+
+class TargetsError(ValueError):
+    pass
+
+
+def load_targets(path: str | Path) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise TargetsError(f"{path}: targets must be a mapping")
+    return data
+
+
+def parse_target_flags(values: list[str] | None) -> dict[str, float]:
+    """``["technology=300", "health=0.1"]`` -> ``{"technology": 300, "health": 0.1}``."""
+    out: dict[str, float] = {}
+    for value in values or []:
+        name, sep, number = value.partition("=")
+        if not sep or not name.strip():
+            raise TargetsError(f"target {value!r} is not NAME=N")
+        try:
+            out[name.strip()] = float(number) if "." in number else int(number)
+        except ValueError as exc:
+            raise TargetsError(f"target {value!r}: {number!r} is not a number") from exc
+    return out
+
+
+def resolve_targets(spec: dict[str, Any], rows: int) -> Targets:
+    """Turn counts and shares into row counts. ``total`` (default ``rows``) scales shares."""
+    unknown = set(spec) - {"total", "categories", "facets", "default"}
+    if unknown:
+        raise TargetsError(f"unknown keys in targets: {', '.join(sorted(unknown))}")
+    total = spec.get("total") or rows
+    if not isinstance(total, int) or total < 0:
+        raise TargetsError(f"total must be a non-negative integer, got {total!r}")
+
+    def count(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise TargetsError(f"target for {name!r} must be a non-negative number, got {value!r}")
+        if isinstance(value, float) and value <= 1:
+            return round(value * total)
+        return int(value)
+
+    categories = {str(k): count(str(k), v) for k, v in (spec.get("categories") or {}).items()}
+    facets = {str(k): count(str(k), v) for k, v in (spec.get("facets") or {}).items()}
+    default = spec.get("default")
+    return Targets(categories, facets, None if default is None else count("default", default))
+
+
+def run(
+    frame: pl.DataFrame,
+    targets: dict[str, Any] | str | Path | None = None,
+    categories: dict[str, float] | None = None,
+    facets: dict[str, float] | None = None,
+    total: int | None = None,
+    default: float | None = None,
+    seed: int = 0,
+    plan: str | Path | None = None,
+) -> StageResult:
+    """Downsample groups over target (keeping the best-scored rows); report and plan deficits.
+
+    ``targets`` is a targets mapping or a YAML path; ``categories``/``facets``/``total``/``default``
+    (e.g. from flags) override its entries. ``plan`` writes the generation plan JSON there.
+    """
+    spec: dict[str, Any] = dict(load_targets(targets) if isinstance(targets, (str, Path)) else targets or {})
+    spec["categories"] = {**(spec.get("categories") or {}), **(categories or {})}
+    spec["facets"] = {**(spec.get("facets") or {}), **(facets or {})}
+    if total is not None:
+        spec["total"] = total
+    if default is not None:
+        spec["default"] = default
+    resolved = resolve_targets(spec, frame.height)
+
+    work = frame.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW),
+        _category_expr(frame).alias("_balance_category"),
+    )
+    rng = np.random.default_rng(seed)
+    order = pl.Series(_RANK, rng.permutation(work.height), dtype=pl.Int64)
+    score = pl.col("score") if "score" in work.columns else pl.lit(0.0)
+    work = work.with_columns(order, score.fill_null(-1.0).alias("_balance_score"))
+    # Best first: highest score, then the seeded shuffle.
+    work = work.sort(["_balance_score", _RANK], descending=[True, False])
+
+    before = _counts(work, "_balance_category")
+    drop_reason: dict[int, str] = {}
+
+    # 1. categories
+    work = work.with_columns(pl.int_range(pl.len()).over("_balance_category").alias("_cat_pos"))
+    cat_target = {c: resolved.categories.get(c, resolved.default) for c in before}
+    limits = pl.DataFrame(
+        {"_balance_category": list(cat_target), "_cat_limit": [t for t in cat_target.values()]},
+        schema={"_balance_category": pl.Utf8, "_cat_limit": pl.Int64},
+    )
+    work = work.join(limits, on="_balance_category", how="left")
+    over = work.filter(pl.col("_cat_limit").is_not_null() & (pl.col("_cat_pos") >= pl.col("_cat_limit")))
+    for row, cat in zip(over[_ROW].to_list(), over["_balance_category"].to_list()):
+        drop_reason[row] = f"category over target: {cat}"
+    remaining = work.filter(~pl.col(_ROW).is_in(list(drop_reason)))
+
+    # 2. facets: drop lowest-scored rows with an over-target facet, never taking a category under target
+    facet_report: dict[str, dict[str, int]] = {}
+    has_facets = "facets" in frame.columns
+    if resolved.facets and has_facets:
+        cat_counts = _counts(remaining, "_balance_category")
+        for facet, target in resolved.facets.items():
+            holders = remaining.filter(pl.col("facets").list.contains(facet))
+            have = holders.height
+            if have > target:
+                excess = have - target
+                for row, cat in zip(
+                    reversed(holders[_ROW].to_list()), reversed(holders["_balance_category"].to_list())
+                ):
+                    if excess == 0:
+                        break
+                    floor = cat_target.get(cat)
+                    if floor is not None and cat_counts[cat] <= floor:
+                        continue
+                    drop_reason[row] = f"facet over target: {facet}"
+                    cat_counts[cat] -= 1
+                    excess -= 1
+                remaining = remaining.filter(~pl.col(_ROW).is_in(list(drop_reason)))
+        for facet, target in resolved.facets.items():
+            have = remaining.filter(pl.col("facets").list.contains(facet)).height
+            facet_report[facet] = {"target": target, "kept": have, "deficit": max(0, target - have)}
+
+    after = _counts(remaining, "_balance_category")
+    category_report = {
+        cat: {
+            "before": before.get(cat, 0),
+            "target": cat_target.get(cat) if cat in cat_target else resolved.categories.get(cat),
+            "kept": after.get(cat, 0),
+            "deficit": max(0, (resolved.categories.get(cat, cat_target.get(cat)) or 0) - after.get(cat, 0)),
+        }
+        for cat in sorted(set(before) | set(resolved.categories))
+    }
+    generation_plan = build_plan(category_report, facet_report)
+    if plan is not None:
+        write_plan(generation_plan, plan)
+
+    marks = pl.DataFrame(
+        {_ROW: list(drop_reason), REASON: list(drop_reason.values())},
+        schema={_ROW: pl.Int64, REASON: pl.Utf8},
+    )
+    marked = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW)).join(
+        marks, on=_ROW, how="left"
+    )
+    kept = marked.filter(pl.col(REASON).is_null()).drop(_ROW, REASON)
+    rejected = marked.filter(pl.col(REASON).is_not_null()).drop(_ROW)
+    report: dict[str, Any] = {
+        "targets": resolved.to_dict(),
+        "categories": category_report,
+        "facets": facet_report,
+        "plan": generation_plan,
+        "seed": seed,
+    }
+    if resolved.facets and not has_facets:
+        report["warning"] = "facet targets given but the frame has no facets column (run categorize first)"
+    counts = {"deficit_total": generation_plan["total_needed"]}
+    return StageResult(kept=kept, rejected=rejected, counts=counts, report=report)
+
+
+def _category_expr(frame: pl.DataFrame) -> pl.Expr:
+    if "category" not in frame.columns:
+        return pl.lit(UNCATEGORIZED)
+    return pl.col("category").fill_null(UNCATEGORIZED).replace("", UNCATEGORIZED)
+
+
+def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    if frame.height == 0:
+        return {}
+    counts = frame.group_by(column).len()
+    return dict(zip(counts[column].to_list(), counts["len"].to_list()))
+
+
+def build_plan(
+    category_report: dict[str, dict[str, Any]], facet_report: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """The generation plan: how many more queries each category/facet needs."""
+    cats = {name: r["deficit"] for name, r in category_report.items() if r["deficit"] > 0}
+    facets = {name: r["deficit"] for name, r in facet_report.items() if r["deficit"] > 0}
+    total = max(sum(cats.values()), max(facets.values(), default=0))
+    return {"categories": cats, "facets": facets, "total_needed": total}
+
+
+def write_plan(plan: dict[str, Any], path: str | Path) -> Path:
+    from qmd_finetune.io import atomic_write
+
+    path = Path(path)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,73 @@
+"""Score stage: the reward as a curation filter.
+
+Adds ``score`` (percentage), ``rating`` and ``deductions`` with :func:`reward.score_frame`
+(the one scorer, never forked) and rejects rows under ``min_score``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import polars as pl
+
+from qmd_finetune.curate.stage import REASON, StageResult, empty_rejected, split_by_mask
+from qmd_finetune.reward import score_frame
+
+SCORE_COLUMNS = ("score", "rating", "deductions")
+_PAREN_TAIL = re.compile(r"\s*\([^()]*\)$")
+_LEADING_NUMBER = re.compile(r"^\d+ ")
+
+
+def run(frame: pl.DataFrame, min_score: float | None = None, workers: int | None = None) -> StageResult:
+    """Score every row; with ``min_score`` rows scoring below it are rejected."""
+    scored = score_frame(frame.drop([c for c in SCORE_COLUMNS if c in frame.columns]), workers=workers)
+    if min_score is None:
+        kept, rejected = scored, empty_rejected(scored)
+    else:
+        reason = (
+            pl.when(pl.col("score") < min_score)
+            .then(pl.lit(f"score below {min_score:g}"))
+            .otherwise(pl.lit(None, pl.Utf8))
+        )
+        kept, rejected = split_by_mask(scored, reason)
+    counts = {f"rating_{name.lower()}": n for name, n in _value_counts(scored, "rating").items()}
+    return StageResult(kept=kept, rejected=rejected, counts=counts, report=score_summary(scored))
+
+
+def _value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    if frame.height == 0:
+        return {}
+    counts = frame.get_column(column).value_counts(sort=True)
+    return dict(zip(counts[column].to_list(), counts["count"].to_list()))
+
+
+def score_summary(frame: pl.DataFrame, top: int = 10) -> dict:
+    """Mean/median/min/max, share >= 70, ratings and the most common deductions of a scored frame."""
+    if frame.height == 0 or "score" not in frame.columns:
+        return {"rows": frame.height}
+    scores = frame.get_column("score")
+    deductions: Counter[str] = Counter()
+    for items in frame.get_column("deductions").to_list():
+        deductions.update(deduction_kind(d) for d in items or [])
+    return {
+        "rows": frame.height,
+        "mean": round(float(scores.mean()), 2),
+        "median": round(float(scores.median()), 2),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "share_ge_70": round(float((scores >= 70).mean()), 4),
+        "ratings": _value_counts(frame, "rating"),
+        "top_deductions": deductions.most_common(top),
+    }
+
+
+def deduction_kind(deduction: str) -> str:
+    """Group deductions that differ only in detail: "lex echoes query: x" -> "lex echoes query",
+    "hyde too long (214)" -> "hyde too long", "2 lex pair(s) too similar" -> "N lex pair(s) too similar"."""
+    head = deduction.split(": ", 1)[0]
+    head = _PAREN_TAIL.sub("", head)
+    return _LEADING_NUMBER.sub("N ", head)
+
+
+__all__ = ["REASON", "SCORE_COLUMNS", "deduction_kind", "run", "score_summary"]
