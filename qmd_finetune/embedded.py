@@ -53,6 +53,7 @@ def model_dir() -> Path:
 
 
 def _materialize(target: Path) -> Path:
+    import shutil
     import tempfile
 
     import torch
@@ -76,15 +77,19 @@ def _materialize(target: Path) -> Path:
     if getattr(config, "tie_word_embeddings", False):
         plain.tie_weights()
     plain.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        os.rename(tmp, target)
-        Path(tmp).mkdir()  # TemporaryDirectory cleans up the name it created
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # another process finished first; its copy is as good as ours
+            if not (target / "model.safetensors").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
