@@ -371,3 +371,76 @@ def _print_histogram(
     for lo, hi, count in histogram:
         label = f"{lo:g}-{hi:g}" if not integer else f"{int(lo)}-{int(hi)}"
         console.print(f"  {label:>11} {count:>7} {_bar(count, top, 40)}", highlight=False)
+
+
+def print_run(console: Console, run: Any) -> None:
+    """The per-stage table every run ends with, and the rows-in check."""
+    from qmd_finetune.curate.pipeline import reasons_table
+
+    table = Table(title=f"{run.command}: per stage", title_justify="left")
+    for column in ("stage", "in", "kept", "rejected", "rejected by reason"):
+        table.add_column(column, justify="right" if column in ("in", "kept", "rejected") else "left")
+    for name, rows_in, kept, rejected, reasons in reasons_table(run):
+        table.add_row(
+            name, f"{rows_in:,}", f"{kept:,}", f"[red]{rejected:,}[/red]" if rejected else "0", reasons
+        )
+    console.print(table)
+    mark = "[green]ok[/green]" if run.balanced else "[red]MISMATCH[/red]"
+    console.print(f"rows in {run.rows_in:,} = kept {run.kept:,} + rejected {run.rejected:,}  {mark}")
+    for name, path in run.outputs.items():
+        if path:
+            console.print(f"  {name}: {path}", highlight=False)
+
+
+def print_balance(console: Console, report: dict[str, Any]) -> None:
+    """Categories and facets against their targets, and the generation plan."""
+    if not report:
+        return
+    table = Table(title="balance: categories vs target", title_justify="left")
+    for column in ("category", "before", "target", "kept", "deficit"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for name, row in report.get("categories", {}).items():
+        target = "-" if row["target"] is None else str(row["target"])
+        deficit = f"[red]{row['deficit']}[/red]" if row["deficit"] else "0"
+        table.add_row(name, str(row["before"]), target, str(row["kept"]), deficit)
+    console.print(table)
+    if report.get("facets"):
+        facets = Table(title="balance: facets vs target", title_justify="left")
+        for column in ("facet", "target", "kept", "deficit"):
+            facets.add_column(column, justify="left" if column == "facet" else "right")
+        for name, row in report["facets"].items():
+            facets.add_row(name, str(row["target"]), str(row["kept"]), str(row["deficit"]))
+        console.print(facets)
+    if report.get("warning"):
+        console.print(f"[yellow]{report['warning']}[/yellow]")
+    plan = report.get("plan") or {}
+    console.print(f"generation plan: {plan.get('total_needed', 0)} more queries needed", highlight=False)
+
+
+def analyze_files(
+    paths: list[Path],
+    targets: str | Path | None = None,
+    examples: int = 3,
+    html: str | Path | None = None,
+    json_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Read files (curation columns included), compute stats, write the JSON and HTML reports."""
+    import json
+
+    from qmd_finetune.curate.pipeline import read_frame
+    from qmd_finetune.io import atomic_write
+
+    read = read_frame(paths)
+    stats = compute_stats(read.frame, targets=targets, examples=examples)
+    stats["inputs"] = [f.to_dict() for f in read.files]
+    stats["invalid_rows"] = read.rejects.height
+    if json_path is not None:
+        with atomic_write(json_path) as handle:
+            json.dump(stats, handle, indent=2, default=str)
+            handle.write("\n")
+    if html is not None:
+        from qmd_finetune.curate.report import render_html, write_html
+
+        names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+        write_html(render_html(stats, "Dataset report", f"curate analyze: {names}"), html)
+    return stats

@@ -56,6 +56,15 @@ def load_targets(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def taxonomy_targets(path: str | Path | None = None) -> dict[str, Any]:
+    """Default targets: the taxonomy's category weights as shares (weight 0 = not targeted)."""
+    from qmd_finetune.resources import data_path
+
+    data = yaml.safe_load(Path(path or data_path("taxonomy.yaml")).read_text(encoding="utf-8")) or {}
+    weights = {name: float(spec.get("weight") or 0) for name, spec in (data.get("categories") or {}).items()}
+    return {"categories": {name: weight for name, weight in weights.items() if weight > 0}}
+
+
 def parse_target_flags(values: list[str] | None) -> dict[str, float]:
     """``["technology=300", "health=0.1"]`` -> ``{"technology": 300, "health": 0.1}``."""
     out: dict[str, float] = {}

@@ -8,6 +8,16 @@ import typer
 from rich.console import Console
 
 from qmd_finetune.curate import summary
+from qmd_finetune.curate.analyze import print_balance, print_run
+from qmd_finetune.curate.pipeline import (
+    PipelineConfig,
+    PipelineError,
+    PipelineRun,
+    StageSpec,
+    balance_config,
+    load_config,
+    run_pipeline,
+)
 from qmd_finetune.io import InputError
 
 app = typer.Typer(
@@ -75,3 +85,303 @@ def score(
     except InputError as exc:
         _fail(str(exc))
     summary.print_score_summary(console, result)
+
+
+# ---------------------------------------------------------------- stages and the pipeline
+
+OutputOpt = typer.Option(..., "--output", "-o", help="Output records (.jsonl, .jsonl.gz or .parquet).")
+ReportOpt = typer.Option(None, "--report", help="Also write a self-contained HTML report of the run here.")
+
+
+def _execute(config: PipelineConfig, command: str) -> PipelineRun:
+    """Run a pipeline config and end with the per-stage table (in, kept, rejected by reason)."""
+    try:
+        run = run_pipeline(config, command=command)
+    except (InputError, PipelineError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    print_run(console, run)
+    if run.before.height == 0:
+        console.print("[red]nothing valid was read[/red]")
+        raise typer.Exit(1)
+    return run
+
+
+def _stage(
+    name: str, inputs: list[Path], output: Path, rejects: Path | None, report: Path | None, **options
+) -> PipelineRun:
+    options = {k: v for k, v in options.items() if v is not None}
+    config = PipelineConfig(inputs, output, [StageSpec(name, options)], rejects=rejects, report=report)
+    return _execute(config, f"curate {name}")
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep:
+            _fail(f"{what} {value!r} is not NAME=VALUE")
+        out[key.strip()] = val.strip()
+    return out
+
+
+@app.command()
+def normalize(
+    inputs: list[Path] = InputsOpt,
+    output: Path = OutputOpt,
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+    modernize_only: bool = typer.Option(
+        True, help="Rewrite the legacy 'q only: lex' spelling to 'q /only:lex'."
+    ),
+    strip_artifacts: bool = typer.Option(
+        True, help="Remove chat-template tokens, role lines and <think> blocks."
+    ),
+    hyde_first: bool = typer.Option(True, help="Order items hyde, lex, vec."),
+) -> None:
+    """Normalize whitespace, kind case, only-mode spelling and item order; reject rows left empty."""
+    _stage(
+        "normalize",
+        inputs,
+        output,
+        rejects,
+        report,
+        modernize_only=modernize_only,
+        strip_artifacts=strip_artifacts,
+        hyde_first=hyde_first,
+    )
+
+
+@app.command()
+def clean(
+    inputs: list[Path] = InputsOpt,
+    output: Path = OutputOpt,
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+    fix: bool = typer.Option(False, "--fix", help="Apply the fixes of rules whose action is 'fix'."),
+    rules: Path | None = typer.Option(None, "--rules", help="Rules YAML (default: data/clean_rules.yaml)."),
+    action: list[str] | None = typer.Option(
+        None, "--action", help="Override a rule's action: RULE=flag|fix|reject|off."
+    ),
+    boilerplate_min_queries: int | None = typer.Option(
+        None, help="Queries sharing a text before it is boilerplate."
+    ),
+    hyde_min_chars: int | None = typer.Option(None, help="Shortest acceptable hyde (default 50)."),
+    hyde_max_chars: int | None = typer.Option(None, help="Longest acceptable hyde (default 200)."),
+) -> None:
+    """Flag (or fix, or reject) everyday-sense terms, boilerplate, lex filler, echoes, missing kinds."""
+    _stage(
+        "clean",
+        inputs,
+        output,
+        rejects,
+        report,
+        fix=fix,
+        rules=None if rules is None else str(rules),
+        actions=_pairs(action, "--action") or None,
+        boilerplate_min_queries=boilerplate_min_queries,
+        hyde_min_chars=hyde_min_chars,
+        hyde_max_chars=hyde_max_chars,
+    )
+
+
+@app.command()
+def balance(
+    inputs: list[Path] = InputsOpt,
+    output: Path = OutputOpt,
+    targets: Path | None = typer.Option(
+        None,
+        "--targets",
+        help="Targets YAML (categories/facets: count or share). Default: the taxonomy weights.",
+    ),
+    target: list[str] | None = typer.Option(
+        None, "--target", help="Category target NAME=N (count) or NAME=0.1 (share)."
+    ),
+    facet_target: list[str] | None = typer.Option(
+        None, "--facet-target", help="Facet target NAME=N or NAME=share."
+    ),
+    total: int | None = typer.Option(
+        None, "--total", help="Rows the shares refer to (default: rows reaching balance)."
+    ),
+    plan: Path | None = typer.Option(
+        None, "--plan", help="Generation plan JSON (default: <output>.plan.json)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for tie-breaking among equally scored rows."),
+    min_score: float | None = typer.Option(None, "--min-score", help="Score stage threshold."),
+    fix: bool = typer.Option(False, "--fix", help="Let clean apply its fixes."),
+    recategorize: bool = typer.Option(False, "--recategorize", help="Replace existing categories."),
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+    stage_only: bool = typer.Option(
+        False, "--stage-only", help="Run only the balance stage (input already curated)."
+    ),
+) -> None:
+    """Run the default pipeline up to balance: normalize, clean, dedup, score, categorize, balance."""
+    from qmd_finetune.curate.balance import TargetsError, parse_target_flags, taxonomy_targets
+
+    try:
+        categories = parse_target_flags(target)
+        facets = parse_target_flags(facet_target)
+    except TargetsError as exc:
+        _fail(str(exc))
+    balance_options = {"categories": categories or None, "facets": facets or None, "total": total}
+    if targets is None and not categories:
+        balance_options["targets"] = taxonomy_targets()
+    stage_options: dict[str, dict] = {"balance": {k: v for k, v in balance_options.items() if v is not None}}
+    if fix:
+        stage_options["clean"] = {"fix": True}
+    if recategorize:
+        stage_options["categorize"] = {"recategorize": True}
+    config = balance_config(
+        inputs,
+        output,
+        targets=targets,
+        plan=plan,
+        seed=seed,
+        min_score=min_score,
+        rejects=rejects,
+        report=report,
+        stage_options=stage_options,
+    )
+    if stage_only:
+        config.stages = [s for s in config.stages if s.name == "balance"]
+    run = _execute(config, "curate balance")
+    stage = run.stage("balance")
+    if stage is not None:
+        print_balance(console, stage.report)
+
+
+@app.command()
+def split(
+    inputs: list[Path] = InputsOpt,
+    output: Path = OutputOpt,
+    fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test fractions."),
+    seed: int = typer.Option(0, "--seed"),
+    split_dir: Path | None = typer.Option(None, "--split-dir", help="Also write train/val/test files here."),
+    group_column: str = typer.Option(
+        "dup_group", "--group-column", help="Rows sharing it stay in one split."
+    ),
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+) -> None:
+    """Add a seeded train/val/test split, stratified by category and group-aware on dup_group."""
+    _stage(
+        "split",
+        inputs,
+        output,
+        rejects,
+        report,
+        fractions=fractions,
+        seed=seed,
+        output_dir=None if split_dir is None else str(split_dir),
+        group_column=group_column,
+    )
+
+
+@app.command()
+def leakage(
+    inputs: list[Path] = InputsOpt,
+    output: Path = OutputOpt,
+    eval_queries: Path = typer.Option(..., "--eval", help="Eval queries: one per line, # comments."),
+    threshold: float = typer.Option(0.8, "--threshold", help="Char 3-gram Jaccard for a near match."),
+    drop_leaks: bool = typer.Option(False, "--drop-leaks", help="Reject leaking train rows."),
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+) -> None:
+    """Find rows whose query (nearly) equals an eval query; report them, optionally reject from train."""
+    run = _stage(
+        "leakage",
+        inputs,
+        output,
+        rejects,
+        report,
+        eval_queries=str(eval_queries),
+        threshold=threshold,
+        drop_leaks=drop_leaks,
+    )
+    stage = run.stage("leakage")
+    if stage is not None:
+        data = stage.report
+        console.print(
+            f"leaks: {data['exact']} exact, {data['near']} near, touching {data['eval_queries_leaked']} of "
+            f"{data['eval_queries']} eval queries; dropped {data['dropped']}"
+        )
+        for example in data["examples"][:10]:
+            console.print(f"  {example['query']}  <-  {example['leak']}", markup=False, highlight=False)
+
+
+@app.command("run")
+def run_config(
+    config: Path = typer.Option(..., "--config", "-c", help="Pipeline YAML (input, output, stages ...)."),
+    inputs: list[Path] | None = typer.Option(
+        None, "--input", "-i", help="Override the config's input files."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Override the config's output."),
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+) -> None:
+    """Run the stages of a pipeline config; ends with the per-stage table and the rows-in check."""
+    import yaml
+
+    try:
+        resolved = load_config(config, input=inputs, output=output, rejects=rejects, report=report)
+    except (PipelineError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    if dry_run:
+        console.print(yaml.safe_dump(resolved.to_dict(), sort_keys=False), highlight=False, markup=False)
+        return
+    run = _execute(resolved, f"curate run --config {config}")
+    stage = run.stage("balance")
+    if stage is not None:
+        print_balance(console, stage.report)
+
+
+@app.command()
+def analyze(
+    inputs: list[Path] = InputsOpt,
+    html: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the statistics as JSON here."),
+    targets: Path | None = typer.Option(
+        None, "--targets", help="Targets YAML for the category-vs-target view."
+    ),
+    examples: int = typer.Option(3, "--examples", help="Example rows per category."),
+) -> None:
+    """Counts, categories vs target, facets, lengths per kind, scores, deductions, duplicates, examples."""
+    from qmd_finetune.curate.analyze import analyze_files, print_stats
+
+    try:
+        stats = analyze_files(inputs, targets=targets, examples=examples, html=html, json_path=json_path)
+    except (InputError, ValueError) as exc:
+        _fail(str(exc))
+    print_stats(console, stats, title=", ".join(p.name for p in inputs))
+    for label, path in (("html", html), ("json", json_path)):
+        if path is not None:
+            console.print(f"wrote {label}: {path}", highlight=False)
+
+
+@app.command()
+def card(
+    input_path: Path = typer.Option(..., "--input", "-i", help="The curated file the card describes."),
+    output: Path = typer.Option(..., "--output", "-o", help="Card path (README.md)."),
+    name: str | None = typer.Option(None, "--name", help="Dataset name (default: from the file name)."),
+    license_id: str = typer.Option("mit", "--license", help="License id for the front matter."),
+    run_summary: Path | None = typer.Option(
+        None, "--run-summary", help="Run summary JSON (default: <input>.run.json)."
+    ),
+    split_dir: Path | None = typer.Option(None, "--split-dir", help="Directory with train/val/test files."),
+) -> None:
+    """Write a Hugging Face dataset card: YAML front matter, statistics and provenance."""
+    from qmd_finetune.curate.card import write_card
+
+    try:
+        path = write_card(
+            input_path,
+            output,
+            name=name,
+            license_id=license_id,
+            run_summary=run_summary,
+            splits_dir=split_dir,
+        )
+    except (InputError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {path}", highlight=False)

@@ -166,6 +166,61 @@ def load_config(path: str | Path, **overrides: Any) -> PipelineConfig:
     return config
 
 
+# ---------------------------------------------------------------- reading
+
+CURATION_COLUMNS: dict[str, pl.DataType] = {
+    "score": pl.Float64(),
+    "rating": pl.Utf8(),
+    "deductions": pl.List(pl.Utf8()),
+    "flags": pl.List(pl.Utf8()),
+    "facets": pl.List(pl.Utf8()),
+    "category_reason": pl.Utf8(),
+    "dup_group": pl.Utf8(),
+    "split": pl.Utf8(),
+    "leak": pl.Utf8(),
+}
+"""Columns stages add; on re-reading a curated file they come back from ``extra`` as columns."""
+
+
+def lift_curation_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Turn curation keys kept in ``extra`` (score, flags, dup_group, split ...) back into columns,
+    so a curated file can be fed to the next stage (``curate split`` after ``curate balance``)."""
+    if "extra" not in frame.columns or frame.height == 0:
+        return frame
+    pattern = "|".join(f'"{name}"' for name in CURATION_COLUMNS)
+    has = frame.get_column("extra").str.contains(pattern).fill_null(False)
+    if not has.any():
+        return frame
+    present: set[str] = set()
+    decoded: list[dict[str, Any]] = []
+    rest: list[str | None] = []
+    for text, hit in zip(frame.get_column("extra").to_list(), has.to_list()):
+        if not hit:
+            decoded.append({})
+            rest.append(text)
+            continue
+        data = json.loads(text)
+        lifted = {k: data.pop(k) for k in list(data) if k in CURATION_COLUMNS}
+        present.update(lifted)
+        decoded.append(lifted)
+        rest.append(json.dumps(data, ensure_ascii=False) if data else None)
+    columns = []
+    for name in sorted(present):
+        dtype = CURATION_COLUMNS[name]
+        values = [row.get(name) for row in decoded]
+        if name == "dup_group":
+            values = [None if v is None else str(v) for v in values]
+        columns.append(pl.Series(name, values, dtype=dtype, strict=False))
+    return frame.with_columns(pl.Series("extra", rest, dtype=pl.Utf8), *columns)
+
+
+def read_frame(paths: Sequence[str | Path], stage: str = VALIDATE) -> ReadResult:
+    """io.read_records plus :func:`lift_curation_columns`."""
+    read = read_records(paths, stage=stage)
+    read.frame = lift_curation_columns(read.frame)
+    return read
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -315,7 +370,7 @@ def run_pipeline(
     config.check()
     started = _now()
     t0 = time.perf_counter()
-    read = read_records(config.inputs, stage=VALIDATE)
+    read = read_frame(config.inputs)
     first = validate_summary(read, time.perf_counter() - t0)
     if on_stage is not None:
         on_stage(first)
@@ -417,15 +472,19 @@ def plan_path(output: str | Path) -> Path:
     return rejects.with_name(rejects.name.replace(".rejects.jsonl", ".plan.json"))
 
 
-def reasons_table(run: PipelineRun) -> list[tuple[str, int, int, int, str]]:
-    """Rows of the per-stage table: (stage, in, kept, rejected, top reasons)."""
+def reasons_table(run: PipelineRun) -> list[tuple[str, int, int, int, str, str]]:
+    """Rows of the per-stage table: (stage, in, kept, rejected, top reasons, what else it did)."""
     rows = []
     for stage in run.stages:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in list(stage.rejected_by_reason.items())[:4])
         more = len(stage.rejected_by_reason) - 4
         if more > 0:
             reasons += f", ... ({more} more)"
-        rows.append((stage.name, stage.rows_in, stage.kept, stage.rejected, reasons))
+        did = [(k, v) for k, v in stage.counts.items() if isinstance(v, (int, float)) and v]
+        done = ", ".join(f"{k}: {v:g}" for k, v in did[:4]) + (
+            f", ... ({len(did) - 4} more)" if len(did) > 4 else ""
+        )
+        rows.append((stage.name, stage.rows_in, stage.kept, stage.rejected, reasons, done))
     return rows
 
 
