@@ -378,12 +378,11 @@ def print_run(console: Console, run: Any) -> None:
     from qmd_finetune.curate.pipeline import reasons_table
 
     table = Table(title=f"{run.command}: per stage", title_justify="left")
-    for column in ("stage", "in", "kept", "rejected", "rejected by reason"):
+    for column in ("stage", "in", "kept", "rejected", "rejected by reason", "did"):
         table.add_column(column, justify="right" if column in ("in", "kept", "rejected") else "left")
-    for name, rows_in, kept, rejected, reasons in reasons_table(run):
-        table.add_row(
-            name, f"{rows_in:,}", f"{kept:,}", f"[red]{rejected:,}[/red]" if rejected else "0", reasons
-        )
+    for name, rows_in, kept, rejected, reasons, did in reasons_table(run):
+        rejected_text = f"[red]{rejected:,}[/red]" if rejected else "0"
+        table.add_row(name, f"{rows_in:,}", f"{kept:,}", rejected_text, reasons, did, end_section=False)
     console.print(table)
     mark = "[green]ok[/green]" if run.balanced else "[red]MISMATCH[/red]"
     console.print(f"rows in {run.rows_in:,} = kept {run.kept:,} + rejected {run.rejected:,}  {mark}")
