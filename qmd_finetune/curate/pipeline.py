@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -296,6 +297,23 @@ class PipelineRun:
         }
 
 
+_ROW_REFERENCE = re.compile(r" of \S+:\d+$")
+_DETAIL_TAIL = re.compile(r"\s*\([^()]*\d[^()]*\)$")
+
+
+def reason_kind(reason: str) -> str:
+    """Summaries group reasons that name a row: "duplicate of a.jsonl:12" -> "duplicate of <row>"."""
+    return _DETAIL_TAIL.sub("", _ROW_REFERENCE.sub(" of <row>", reason))
+
+
+def group_reasons(by_reason: dict[str, int]) -> dict[str, int]:
+    grouped: dict[str, int] = {}
+    for reason, n in by_reason.items():
+        key = reason_kind(reason)
+        grouped[key] = grouped.get(key, 0) + n
+    return dict(sorted(grouped.items(), key=lambda item: -item[1]))
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -315,7 +333,7 @@ def validate_summary(read: ReadResult, seconds: float = 0.0) -> StageSummary:
         rows_in=read.rows,
         kept=read.frame.height,
         rejected=read.rejects.height,
-        rejected_by_reason=reasons,
+        rejected_by_reason=group_reasons(reasons),
         counts={},
         seconds=seconds,
         report={"files": [f.to_dict() for f in read.files]},
@@ -347,7 +365,7 @@ def run_stages(
             rows_in=frame.height,
             kept=result.kept.height,
             rejected=result.rejected.height,
-            rejected_by_reason=result.rejected_by_reason(),
+            rejected_by_reason=group_reasons(result.rejected_by_reason()),
             counts=dict(result.counts),
             seconds=seconds,
             report=result.report,

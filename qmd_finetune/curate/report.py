@@ -325,6 +325,43 @@ def _run_section(summary: dict[str, Any], before: dict[str, Any] | None, after: 
             )
         out.append("</div>")
     reports = summary.get("reports") or {}
+    signatures = (reports.get("clean") or {}).get("boilerplate_signatures") or []
+    if signatures:
+        out.append("<h3>boilerplate found by clean (templates shared by many queries)</h3>")
+        out.append(
+            _table(
+                ["kind", "queries", "items", "example"],
+                [
+                    [
+                        esc(g.get("kind", "")),
+                        f"{g.get('queries', 0):,}",
+                        f"{g.get('items', 0):,}",
+                        esc(g.get("example", "")),
+                    ]
+                    for g in signatures[:8]
+                ],
+                {1, 2},
+            )
+        )
+    clusters = (reports.get("dedup") or {}).get("clusters") or []
+    if clusters:
+        out.append("<h3>largest duplicate clusters found by dedup (best-scored row kept)</h3>")
+        out.append(
+            _table(
+                ["kind", "size", "kept", "score", "members"],
+                [
+                    [
+                        esc(c.get("kind", "")),
+                        str(c.get("size", "")),
+                        esc(c.get("kept", "")),
+                        "" if c.get("kept_score") is None else f"{c['kept_score']:.1f}",
+                        " | ".join(esc(m) for m in (c.get("members") or [])[:5]),
+                    ]
+                    for c in clusters[:10]
+                ],
+                {1, 3},
+            )
+        )
     plan = (reports.get("balance") or {}).get("plan")
     if plan and plan.get("total_needed"):
         out.append("<h3>generation plan (deficits)</h3>")
