@@ -30,6 +30,7 @@ from qmd_finetune.curate.stage import REASON, StageResult
 UNCATEGORIZED = "uncategorized"
 _ROW = "_balance_row"
 _RANK = "_balance_rank"
+_CAT = "_balance_category"
 
 
 @dataclass
@@ -125,60 +126,71 @@ def run(
         spec["default"] = default
     resolved = resolve_targets(spec, frame.height)
 
-    work = frame.with_columns(
+    has_facets = "facets" in frame.columns
+    score = pl.col("score") if "score" in frame.columns else pl.lit(0.0)
+    # A slim frame (row id, category, score, facets) does the work; reasons join back by row id.
+    work = frame.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW),
-        _category_expr(frame).alias("_balance_category"),
+        _category_expr(frame).alias(_CAT),
+        score.cast(pl.Float64).fill_null(-1.0).alias("_balance_score"),
+        *([pl.col("facets")] if has_facets else []),
     )
     rng = np.random.default_rng(seed)
-    order = pl.Series(_RANK, rng.permutation(work.height), dtype=pl.Int64)
-    score = pl.col("score") if "score" in work.columns else pl.lit(0.0)
-    work = work.with_columns(order, score.fill_null(-1.0).alias("_balance_score"))
+    work = work.with_columns(pl.Series(_RANK, rng.permutation(work.height), dtype=pl.Int64))
     # Best first: highest score, then the seeded shuffle.
     work = work.sort(["_balance_score", _RANK], descending=[True, False])
+    before = _counts(work, _CAT)
 
-    before = _counts(work, "_balance_category")
-    drop_reason: dict[int, str] = {}
-
-    # 1. categories
-    work = work.with_columns(pl.int_range(pl.len()).over("_balance_category").alias("_cat_pos"))
+    # 1. categories: rows past the target of their category, best first, are dropped
     cat_target = {c: resolved.categories.get(c, resolved.default) for c in before}
     limits = pl.DataFrame(
-        {"_balance_category": list(cat_target), "_cat_limit": [t for t in cat_target.values()]},
-        schema={"_balance_category": pl.Utf8, "_cat_limit": pl.Int64},
+        {_CAT: list(cat_target), "_cat_limit": list(cat_target.values())},
+        schema={_CAT: pl.Utf8, "_cat_limit": pl.Int64},
     )
-    work = work.join(limits, on="_balance_category", how="left")
-    over = work.filter(pl.col("_cat_limit").is_not_null() & (pl.col("_cat_pos") >= pl.col("_cat_limit")))
-    for row, cat in zip(over[_ROW].to_list(), over["_balance_category"].to_list()):
-        drop_reason[row] = f"category over target: {cat}"
-    remaining = work.filter(~pl.col(_ROW).is_in(list(drop_reason)))
+    work = work.join(limits, on=_CAT, how="left", maintain_order="left").with_columns(
+        pl.int_range(pl.len()).over(_CAT).alias("_cat_pos")
+    )
+    over = pl.col("_cat_limit").is_not_null() & (pl.col("_cat_pos") >= pl.col("_cat_limit"))
+    work = work.with_columns(
+        pl.when(over).then(pl.lit("category over target: ") + pl.col(_CAT)).otherwise(None).alias(REASON)
+    )
 
-    # 2. facets: drop lowest-scored rows with an over-target facet, never taking a category under target
+    # 2. facets: drop the worst holders of an over-target facet, never taking a category under
+    #    its target. Worst first, category c can give up (count_c - target_c) rows.
     facet_report: dict[str, dict[str, int]] = {}
-    has_facets = "facets" in frame.columns
     if resolved.facets and has_facets:
-        cat_counts = _counts(remaining, "_balance_category")
         for facet, target in resolved.facets.items():
-            holders = remaining.filter(pl.col("facets").list.contains(facet))
-            have = holders.height
-            if have > target:
-                excess = have - target
-                for row, cat in zip(
-                    reversed(holders[_ROW].to_list()), reversed(holders["_balance_category"].to_list())
-                ):
-                    if excess == 0:
-                        break
-                    floor = cat_target.get(cat)
-                    if floor is not None and cat_counts[cat] <= floor:
-                        continue
-                    drop_reason[row] = f"facet over target: {facet}"
-                    cat_counts[cat] -= 1
-                    excess -= 1
-                remaining = remaining.filter(~pl.col(_ROW).is_in(list(drop_reason)))
+            alive = pl.col(REASON).is_null()
+            holder = alive & pl.col("facets").list.contains(facet)
+            have = int(work.select(holder.sum()).item())
+            if have <= target:
+                continue
+            spare = (
+                pl.when(pl.col("_cat_limit").is_null())
+                .then(pl.lit(None, pl.Int64))
+                .otherwise(alive.sum().over(_CAT) - pl.col("_cat_limit"))
+            )
+            worst_rank = (
+                pl.when(holder)
+                .then(holder.cast(pl.Int64).reverse().cum_sum().reverse().over(_CAT))
+                .otherwise(None)
+            )
+            work = work.with_columns(spare.alias("_spare"), worst_rank.alias("_worst"))
+            eligible = holder & (pl.col("_spare").is_null() | (pl.col("_worst") <= pl.col("_spare")))
+            chosen = eligible & (eligible.cast(pl.Int64).reverse().cum_sum().reverse() <= have - target)
+            work = work.with_columns(
+                pl.when(chosen)
+                .then(pl.lit(f"facet over target: {facet}"))
+                .otherwise(pl.col(REASON))
+                .alias(REASON)
+            ).drop("_spare", "_worst")
+        alive_rows = work.filter(pl.col(REASON).is_null())
         for facet, target in resolved.facets.items():
-            have = remaining.filter(pl.col("facets").list.contains(facet)).height
-            facet_report[facet] = {"target": target, "kept": have, "deficit": max(0, target - have)}
+            kept_n = alive_rows.filter(pl.col("facets").list.contains(facet)).height
+            facet_report[facet] = {"target": target, "kept": kept_n, "deficit": max(0, target - kept_n)}
 
-    after = _counts(remaining, "_balance_category")
+    remaining = work.filter(pl.col(REASON).is_null())
+    after = _counts(remaining, _CAT)
     category_report = {
         cat: {
             "before": before.get(cat, 0),
@@ -192,15 +204,10 @@ def run(
     if plan is not None:
         write_plan(generation_plan, plan)
 
-    marks = pl.DataFrame(
-        {_ROW: list(drop_reason), REASON: list(drop_reason.values())},
-        schema={_ROW: pl.Int64, REASON: pl.Utf8},
-    )
-    marked = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW)).join(
-        marks, on=_ROW, how="left"
-    )
-    kept = marked.filter(pl.col(REASON).is_null()).drop(_ROW, REASON)
-    rejected = marked.filter(pl.col(REASON).is_not_null()).drop(_ROW)
+    reasons = work.select(_ROW, REASON).sort(_ROW).get_column(REASON)
+    marked = frame.with_columns(reasons)
+    kept = marked.filter(pl.col(REASON).is_null()).drop(REASON)
+    rejected = marked.filter(pl.col(REASON).is_not_null())
     report: dict[str, Any] = {
         "targets": resolved.to_dict(),
         "categories": category_report,

@@ -46,6 +46,7 @@ pre{background:#f6f8fa;border:1px solid #eaeef2;border-radius:4px;padding:6px 8p
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
 svg text{font:11px -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;fill:#24292f}
 .muted{color:#57606a}
+.wide{grid-column:1/-1}
 """
 
 
@@ -283,9 +284,13 @@ def _run_section(summary: dict[str, Any], before: dict[str, Any] | None, after: 
         cats_before, cats_after = before.get("categories", {}), after.get("categories", {})
         names = sorted(set(cats_before) | set(cats_after), key=lambda c: -cats_before.get(c, 0))[:30]
         out.append(
-            "<div class='panel'><h3>rows per category</h3>"
+            "<div class='panel wide'><h3>rows per category</h3>"
             + hbar_chart(
-                [(n, cats_after.get(n, 0)) for n in names], series, [cats_before.get(n, 0) for n in names]
+                [(n, cats_after.get(n, 0)) for n in names],
+                series,
+                [cats_before.get(n, 0) for n in names],
+                width=900,
+                label_width=200,
             )
             + "</div>"
         )
@@ -386,11 +391,13 @@ def _dataset_sections(stats: dict[str, Any]) -> str:
         targets = stats["category_targets"]
         names = list(targets)[:30]
         out.append(
-            "<div class='panel'><h3>rows per category vs target</h3>"
+            "<div class='panel wide'><h3>rows per category vs target</h3>"
             + hbar_chart(
                 [(n, targets[n]["count"]) for n in names],
                 [("rows", BLUE)],
                 markers=[targets[n]["target"] for n in names],
+                width=900,
+                label_width=200,
             )
             + "</div>"
         )
@@ -411,8 +418,8 @@ def _dataset_sections(stats: dict[str, Any]) -> str:
     else:
         names = list(cats)[:30]
         out.append(
-            "<div class='panel'><h3>rows per category</h3>"
-            + hbar_chart([(n, cats[n]) for n in names])
+            "<div class='panel wide'><h3>rows per category</h3>"
+            + hbar_chart([(n, cats[n]) for n in names], width=900, label_width=200)
             + "</div>"
         )
     if stats.get("facets"):
@@ -548,7 +555,7 @@ def render_html(
         cards.append(_card(len(stats.get("categories", {})), "categories"))
         if "score" in stats:
             cards.append(_card(stats["score"]["mean"], "mean score"))
-            cards.append(_card(f"{stats['score']['share_ge_70']:.0%}", "score ≥ 70"))
+            cards.append(_card(f"{stats['score']['share_ge_70']:.1%}", "score ≥ 70"))
     body = [
         f"<h1>{esc(title)}</h1>",
         f"<p class='sub'>{esc(subtitle)} · generated {generated} by qmd-finetune</p>",
