@@ -12,7 +12,9 @@ run through the real runner (qmd_finetune.curate.pipeline) on the full file, and
 implementation of the same stages (json.loads + coerce_record + schema check per line,
 regexes per row, dict for exact dedup, datasketch MinHash + LSH per row, reward.score per
 row, sort for balance, json.dumps per row). Each measurement runs in its own process; peak
-RSS is the process tree's (the scorer forks workers), sampled every 50 ms.
+memory is the process tree's PSS (the scorer forks workers that share the parent's pages;
+summing their RSS would count those twice), sampled every 50 ms; the parent's own peak RSS
+is printed too.
 
     python bench/curate_pipeline.py [--rows 1000000] [--sample 100000] [--workdir DIR]
 
@@ -386,7 +388,7 @@ def run_baseline(input_path: Path, output: Path) -> dict[str, Any]:
 
 
 def measure(mode: str, input_path: Path, output: Path) -> dict[str, Any]:
-    """Run one mode in a child process; peak RSS of the process tree sampled every 50 ms."""
+    """Run one mode in a child process; peak memory (tree PSS, parent RSS) sampled every 50 ms."""
     import psutil
 
     load_before = os.getloadavg()[0]
@@ -398,11 +400,11 @@ def measure(mode: str, input_path: Path, output: Path) -> dict[str, Any]:
         text=True,
         env=env,
     )
-    peak = 0
+    peak_pss = peak_rss = 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak_pss, peak_rss
         try:
             parent = psutil.Process(proc.pid)
         except psutil.NoSuchProcess:
@@ -410,7 +412,9 @@ def measure(mode: str, input_path: Path, output: Path) -> dict[str, Any]:
         while not stop.is_set():
             try:
                 tree = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                # PSS splits pages shared with forked scoring workers; RSS would count them twice.
+                peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in tree))
+                peak_rss = max(peak_rss, parent.memory_info().rss)
             except psutil.Error:
                 pass
             time.sleep(0.05)
@@ -423,7 +427,8 @@ def measure(mode: str, input_path: Path, output: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_rss_gib"] = round(peak / 2**30, 2)
+    result["peak_rss_gib"] = round(peak_pss / 2**30, 2)
+    result["peak_parent_rss_gib"] = round(peak_rss / 2**30, 2)
     result["load_before"] = round(load_before, 2)
     result["load_after"] = round(os.getloadavg()[0], 2)
     return result
@@ -465,8 +470,8 @@ def main() -> None:
     fast = measure("fast", sample, workdir / "out_sample_fast.jsonl")
     base = measure("baseline", sample, workdir / "out_sample_baseline.jsonl")
 
-    print(f"\npipeline on {args.rows:,} rows: {big['wall']:.1f} s wall, peak RSS {big['peak_rss_gib']:.2f} GiB "
-          f"(load {big['load_before']} -> {big['load_after']})")  # fmt: skip
+    print(f"\npipeline on {args.rows:,} rows: {big['wall']:.1f} s wall, peak memory {big['peak_rss_gib']:.2f} GiB "
+          f"(tree PSS; parent RSS {big['peak_parent_rss_gib']:.2f} GiB; load {big['load_before']} -> {big['load_after']})")  # fmt: skip
     print(f"  {'stage':<10} {'in':>10} {'kept':>10} {'rejected':>10} {'seconds':>8}")
     for name, rows_in, kept, rejected, seconds in big["stages"]:
         print(f"  {name:<10} {rows_in:>10,} {kept:>10,} {rejected:>10,} {seconds:>8.2f}")
@@ -476,8 +481,8 @@ def main() -> None:
     print(f"  target (< 60 s, < 4 GiB): {target}")
 
     print(f"\nsample of {args.sample:,} rows, same stages:")
-    print(f"  runner:   {fast['wall']:.1f} s, peak RSS {fast['peak_rss_gib']:.2f} GiB, kept {fast['kept']:,}")
-    print(f"  per-row:  {base['wall']:.1f} s, peak RSS {base['peak_rss_gib']:.2f} GiB, kept {base['kept']:,}  "
+    print(f"  runner:   {fast['wall']:.1f} s, peak memory {fast['peak_rss_gib']:.2f} GiB, kept {fast['kept']:,}")
+    print(f"  per-row:  {base['wall']:.1f} s, peak memory {base['peak_rss_gib']:.2f} GiB, kept {base['kept']:,}  "
           f"({', '.join(f'{k} {v}s' for k, v in base['timings'].items())})")  # fmt: skip
     print(f"  ratio (per-row / runner): {base['wall'] / fast['wall']:.1f}x")
     print(f"\nfiles in {workdir}")
