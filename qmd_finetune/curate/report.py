@@ -581,10 +581,15 @@ def write_html(text: str, path: str | Path) -> Path:
 
 
 def write_run_report(run: PipelineRun, path: str | Path, targets: str | Path | None = None) -> Path:
-    """The report of a pipeline run: its output's stats with before/after against its input."""
+    """The report of a pipeline run: its output's stats with before/after against its input.
+
+    Categories are compared with the targets the balance stage resolved when it ran, else
+    with ``targets`` (a YAML path)."""
     from qmd_finetune.curate.analyze import compute_stats
 
-    after = compute_stats(run.after, targets=targets)
+    balance = run.stage("balance")
+    resolved = balance.report.get("targets") if balance is not None else None
+    after = compute_stats(run.after, targets=resolved or targets)
     before = compute_stats(run.before, examples=0)
     names = [Path(f["path"]).name for f in run.inputs]
     inputs = ", ".join(names) if len(names) <= 3 else f"{len(names)} files ({', '.join(names[:2])}, ...)"

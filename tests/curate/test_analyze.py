@@ -126,3 +126,13 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         check=False,
     )
     assert shot.exists() and shot.stat().st_size > 20_000  # a blank page is a few KB
+
+
+def test_run_report_compares_categories_with_the_targets_balance_used(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    report = tmp_path / "run.html"
+    stages = [StageSpec("score"), StageSpec("balance", {"categories": {"technology": 2, "history": 4}})]
+    run_pipeline(PipelineConfig([source], tmp_path / "o.jsonl", stages, report=report))
+    html = report.read_text()
+    assert "rows per category vs target" in html and "history" in html
+    assert "generation plan" in html
