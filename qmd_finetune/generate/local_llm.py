@@ -20,6 +20,7 @@ from typing import Any
 PROVIDER = "local"
 MODEL_NAMES = ("smollm2", "embedded")
 DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_REPETITION_PENALTY = 1.2
 MAX_BATCH = 8
 # How long the worker waits for more requests to join a batch once the first one arrived.
 BATCH_WINDOW_S = 0.01
@@ -33,6 +34,8 @@ class GenParams:
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    # The 135M model loops on greedy decoding without it; 1.0 turns it off.
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
 
 
 @dataclass
@@ -87,6 +90,7 @@ class EmbeddedEngine:
             kwargs: dict[str, Any] = {
                 "max_new_tokens": params.max_new_tokens,
                 "pad_token_id": tokenizer.pad_token_id,
+                "repetition_penalty": params.repetition_penalty,
             }
             if params.temperature > 0:
                 kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
@@ -244,7 +248,9 @@ def params_from_optional(optional_params: dict[str, Any]) -> GenParams:
         stop = (stop,)
     temperature = optional_params.get("temperature")
     top_p = optional_params.get("top_p")
+    penalty = optional_params.get("repetition_penalty")
     return GenParams(
+        repetition_penalty=float(penalty) if penalty is not None else DEFAULT_REPETITION_PENALTY,
         max_new_tokens=int(max_tokens) if max_tokens else DEFAULT_MAX_NEW_TOKENS,
         temperature=float(temperature) if temperature is not None else 0.0,
         top_p=float(top_p) if top_p is not None else 1.0,

@@ -1,0 +1,91 @@
+"""SQLite response cache, which doubles as a log of what each model answered.
+
+Keyed by model, messages and generation parameters. Never keyed by nor holding secrets: the
+API key, headers and the API base URL are not part of a request as the cache sees it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    response TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    created TEXT NOT NULL
+)
+"""
+
+
+@dataclass
+class CachedResponse:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+
+def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    payload = json.dumps(
+        {"model": model, "messages": messages, "params": params}, sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def get(self, key: str) -> CachedResponse | None:
+        row = self._db.execute(
+            "SELECT response, prompt_tokens, completion_tokens, cost FROM responses WHERE key = ?", (key,)
+        ).fetchone()
+        return CachedResponse(*row) if row else None
+
+    def put(
+        self,
+        key: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        text: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float,
+    ) -> None:
+        request = json.dumps({"messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
+        self._db.execute(
+            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                model,
+                request,
+                text,
+                prompt_tokens,
+                completion_tokens,
+                cost,
+                dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            ),
+        )
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,260 @@
+"""``generate expand``: queries in, validated records out (and every failure in the rejects ledger)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qmd_finetune.generate.cache import ResponseCache
+from qmd_finetune.generate.journal import JsonlAppender, iter_json_lines
+from qmd_finetune.generate.prompts import Prompt, load_prompt
+from qmd_finetune.generate.providers import GenerationParams, ProviderConfig, make_provider, pricing_for
+from qmd_finetune.generate.runner import Job, Outcome, Runner, RunnerConfig, RunStats
+from qmd_finetune.records import Record, RecordError, coerce_record, parse_expansion
+from qmd_finetune.reward import score
+
+# Rejects at these stages are final: a re-run skips their queries. "request" rejects
+# (retries exhausted, budget) are tried again by the next run.
+FINAL_STAGES = {"parse", "validate", "score"}
+RAW_LIMIT = 4000
+
+
+@dataclass
+class QueryItem:
+    query: str
+    line: int
+    category: str | None = None
+
+
+@dataclass
+class ExpandConfig:
+    model: str
+    queries: Path
+    output: Path
+    rejects: Path | None = None
+    prompt_file: str | None = None
+    params: GenerationParams = field(default_factory=GenerationParams)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    api_base: str | None = None
+    api_key_env: str | None = None
+    client: str = "auto"
+    min_score: float | None = None
+    cache_path: Path | None = None
+    use_cache: bool = True
+    batch: bool = False
+    poll_interval: float = 30.0
+    limit: int | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.rejects or self.output.with_name(self.output.stem + ".rejects.jsonl")
+
+    @property
+    def resolved_cache_path(self) -> Path:
+        return self.cache_path or self.output.with_name(self.output.stem + ".cache.sqlite")
+
+
+@dataclass
+class ExpandResult:
+    stats: RunStats
+    output: Path
+    rejects: Path
+    kept: int
+    rejected_by_stage: dict[str, int]
+    repaired_bytes: int
+
+
+def read_queries(path: Path) -> list[QueryItem]:
+    """Queries from a text file (one per line, ``#`` comments) or JSONL (``query``/``input``, ``category``)."""
+    items: list[QueryItem] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, raw in enumerate(handle, start=1):
+            text = raw.strip()
+            if not text or text.startswith("#"):
+                continue
+            category = None
+            if text.startswith("{"):
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                if not isinstance(obj, dict):
+                    continue
+                query = obj.get("query", obj.get("input"))
+                category = obj.get("category") if isinstance(obj.get("category"), str) else None
+                if not isinstance(query, str):
+                    continue
+                text = query.strip()
+            if text and text not in seen:
+                seen.add(text)
+                items.append(QueryItem(query=text, line=number, category=category))
+    return items
+
+
+def finished_queries(output: Path, rejects: Path) -> set[str]:
+    done = {obj["query"] for obj in iter_json_lines(output) if isinstance(obj.get("query"), str)}
+    for obj in iter_json_lines(rejects):
+        if obj.get("stage") in FINAL_STAGES and isinstance(obj.get("query"), str):
+            done.add(obj["query"])
+    return done
+
+
+def provider_label(config: ProviderConfig, provider_name: str) -> str:
+    return provider_name if provider_name != "litellm" else f"litellm:{config.provider}"
+
+
+class RecordBuilder:
+    """Turns an outcome into a record or a reject, and writes it."""
+
+    def __init__(
+        self,
+        cfg: ExpandConfig,
+        prompt: Prompt,
+        provider: str,
+        out: JsonlAppender,
+        rejects: JsonlAppender,
+    ) -> None:
+        self.cfg = cfg
+        self.prompt = prompt
+        self.provider = provider
+        self.out = out
+        self.rejects = rejects
+        self.kept = 0
+        self.rejected: dict[str, int] = {}
+
+    def reject(self, item: QueryItem, stage: str, reason: str, raw: str | None) -> str:
+        row: dict[str, Any] = {
+            "source": str(self.cfg.queries),
+            "line": item.line,
+            "stage": stage,
+            "reason": reason,
+            "raw": raw[:RAW_LIMIT] if raw is not None else None,
+            "query": item.query,
+            "model": self.cfg.model,
+        }
+        if raw is not None and len(raw) > RAW_LIMIT:
+            row["raw_truncated"] = True
+        self.rejects.append(row)
+        self.rejected[stage] = self.rejected.get(stage, 0) + 1
+        return f"{stage}: {reason}"
+
+    def handle(self, outcome: Outcome) -> str | None:
+        item: QueryItem = outcome.job.payload
+        if outcome.response is None:
+            return self.reject(item, "request", outcome.error or "request failed", None)
+        text = outcome.response.text
+        try:
+            items = parse_expansion(text)
+        except RecordError as exc:
+            return self.reject(item, "parse", exc.reason, text)
+        result = score(item.query, "\n".join(f"{k}: {t}" for k, t in items))
+        if self.cfg.min_score is not None and result.percentage < self.cfg.min_score:
+            return self.reject(item, "score", f"score {result.percentage} < {self.cfg.min_score:g}", text)
+        response = outcome.response
+        meta = {
+            "source": "generate",
+            "provider": self.provider,
+            "model": self.cfg.model,
+            "prompt": self.prompt.name,
+            "prompt_sha": self.prompt.sha,
+            "params": self.cfg.params.to_dict(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "usage": {
+                "prompt_tokens": response.prompt_tokens,
+                "completion_tokens": response.completion_tokens,
+                "cost_usd": round(outcome.cost, 8),
+                "cached": outcome.cached,
+            },
+        }
+        if self.cfg.batch:
+            meta["batch"] = True
+        record = Record(query=item.query, output=list(items), category=item.category, meta=meta)
+        data = record.to_dict()
+        data["score"] = result.percentage
+        data["rating"] = result.rating
+        problem = validate_record(data)
+        if problem:
+            return self.reject(item, "validate", problem, text)
+        self.out.append(data)
+        self.kept += 1
+        return None
+
+
+def validate_record(data: dict[str, Any]) -> str | None:
+    """Schema check (schemas/record.schema.json) plus the record type's own rules."""
+    try:
+        coerce_record(data)
+    except RecordError as exc:
+        return f"{exc.reason} at {exc.path}"
+    try:
+        from qmd_finetune.resources import validator
+
+        errors = sorted(validator("record").iter_errors(data), key=lambda e: list(e.path))
+    except FileNotFoundError:
+        return None
+    if errors:
+        first = errors[0]
+        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.path)
+        return f"schema: {first.message[:120]} at {path}"
+    return None
+
+
+def run_expand(cfg: ExpandConfig) -> ExpandResult:
+    return asyncio.run(run_expand_async(cfg))
+
+
+async def run_expand_async(cfg: ExpandConfig) -> ExpandResult:
+    prompt = load_prompt(cfg.prompt_file)
+    items = read_queries(cfg.queries)
+    if cfg.limit is not None:
+        items = items[: cfg.limit]
+    provider_cfg = ProviderConfig(
+        model=cfg.model, api_base=cfg.api_base, api_key_env=cfg.api_key_env, client=cfg.client
+    )
+    pricing = pricing_for(cfg.model, cfg.price_in, cfg.price_out)
+    if cfg.runner.max_cost is not None and not pricing.known:
+        raise ValueError(
+            f"no price for {cfg.model} in LiteLLM's cost map; --max-cost needs --price-in/--price-out (USD per 1M tokens)"
+        )
+    out = JsonlAppender(cfg.output)
+    rejects = JsonlAppender(cfg.rejects_path)
+    repaired = out.repaired + rejects.repaired
+    done = finished_queries(cfg.output, cfg.rejects_path)
+    todo = [item for item in items if item.query not in done]
+    jobs = [
+        Job(key=item.query, messages=prompt.messages(item.query), line=item.line, payload=item)
+        for item in todo
+    ]
+    cache = ResponseCache(cfg.resolved_cache_path) if cfg.use_cache else None
+    provider = make_provider(provider_cfg, concurrency=cfg.runner.concurrency)
+    builder = RecordBuilder(cfg, prompt, provider_label(provider_cfg, provider.name), out, rejects)
+    runner = Runner(provider, cfg.model, cfg.params, cfg.runner, pricing, cache)
+    try:
+        if cfg.batch:
+            from qmd_finetune.generate.batch import run_anthropic_batch
+
+            stats = await run_anthropic_batch(
+                cfg, provider, runner, jobs, builder.handle, skipped=len(items) - len(todo)
+            )
+        else:
+            stats = await runner.run(jobs, builder.handle, skipped=len(items) - len(todo))
+    finally:
+        out.close()
+        rejects.close()
+        if cache is not None:
+            cache.close()
+    return ExpandResult(
+        stats=stats,
+        output=cfg.output,
+        rejects=cfg.rejects_path,
+        kept=builder.kept,
+        rejected_by_stage=builder.rejected,
+        repaired_bytes=repaired,
+    )

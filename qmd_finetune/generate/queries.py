@@ -1,0 +1,374 @@
+"""Query synthesis from the taxonomy and the word lists in ``data/query_templates.yaml``.
+
+Seeded and reproducible: the same seed, templates, plan, exclusions and ``today`` give the
+same queries in the same order. Temporal queries are built from ``today`` (never a fixed year).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qmd_finetune.resources import data_path
+
+FACETS = ("short", "temporal", "entity", "personal", "comparison", "error", "only")
+# Facet names as curate/taxonomy spell them -> ours.
+FACET_ALIASES = {
+    "short_query": "short",
+    "short": "short",
+    "temporal": "temporal",
+    "named_entity": "entity",
+    "entity": "entity",
+    "personal_notes": "personal",
+    "personal": "personal",
+    "comparison": "comparison",
+    "comparisons": "comparison",
+    "error": "error",
+    "errors": "error",
+    "debugging": "error",
+    "only_mode": "only",
+    "only": "only",
+}
+MAX_ATTEMPTS = 60
+_SLOT_RE = re.compile(r"\{(\w+)\}")
+_SPACE_RE = re.compile(r"\s+")
+
+
+class PlanError(ValueError):
+    pass
+
+
+@dataclass
+class Category:
+    name: str
+    weight: float
+    topics: list[str]
+    entities: list[str]
+    problems: list[str]
+    templates: list[str]
+    facet_templates: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Templates:
+    categories: dict[str, Category]
+    facet_shares: dict[str, float]
+    facet_templates: dict[str, list[str]]
+    only_kinds: list[str]
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class GeneratedQuery:
+    query: str
+    category: str
+    facets: list[str]
+    template: str
+
+    def to_dict(self, seed: int) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "category": self.category,
+            "facets": self.facets,
+            "meta": {"source": "generate queries", "seed": seed, "template": self.template},
+        }
+
+
+@dataclass
+class QueryReport:
+    requested: Counter = field(default_factory=Counter)
+    produced: Counter = field(default_factory=Counter)
+    facets: Counter = field(default_factory=Counter)
+    excluded_hits: int = 0
+    skipped_categories: list[str] = field(default_factory=list)
+
+    @property
+    def shortfall(self) -> dict[str, int]:
+        return {k: v - self.produced[k] for k, v in self.requested.items() if self.produced[k] < v}
+
+
+def normalize_query(query: str) -> str:
+    return _SPACE_RE.sub(" ", query.strip().lower())
+
+
+def load_templates(
+    templates_path: str | Path | None = None, taxonomy_path: str | Path | None = None
+) -> Templates:
+    """Word lists from the templates file; category names and weights from the taxonomy when present."""
+    raw = yaml.safe_load(
+        Path(templates_path or data_path("query_templates.yaml")).read_text(encoding="utf-8")
+    )
+    facets_cfg = raw.get("facets") or {}
+    shares = {name: float((facets_cfg.get(name) or {}).get("share", 0.0)) for name in FACETS}
+    only_kinds = list((facets_cfg.get("only") or {}).get("kinds") or ["lex", "vec", "hyde"])
+    categories: dict[str, Category] = {}
+    for name, cfg in (raw.get("categories") or {}).items():
+        categories[name] = Category(
+            name=name,
+            weight=float(cfg.get("weight", 1.0)),
+            topics=list(cfg.get("topics") or []),
+            entities=list(cfg.get("entities") or []),
+            problems=list(cfg.get("problems") or ["not working"]),
+            templates=list(cfg.get("templates") or ["{topic}"]),
+            facet_templates={k: list(v) for k, v in (cfg.get("facet_templates") or {}).items()},
+        )
+    templates = Templates(
+        categories=categories,
+        facet_shares=shares,
+        facet_templates={k: list(v) for k, v in (raw.get("facet_templates") or {}).items()},
+        only_kinds=only_kinds,
+    )
+    taxonomy_file = Path(taxonomy_path) if taxonomy_path else data_path("taxonomy.yaml")
+    if taxonomy_file.exists():
+        _apply_taxonomy(templates, yaml.safe_load(taxonomy_file.read_text(encoding="utf-8")) or {})
+    return templates
+
+
+def _apply_taxonomy(templates: Templates, taxonomy: dict[str, Any]) -> None:
+    """Taxonomy weights win; taxonomy categories without word lists get a minimal entry from their examples."""
+    templates.aliases = {str(k): str(v) for k, v in (taxonomy.get("aliases") or {}).items()}
+    for name, cfg in (taxonomy.get("categories") or {}).items():
+        cfg = cfg or {}
+        weight = float(cfg.get("weight", 0.0))
+        if name in templates.categories:
+            templates.categories[name].weight = weight
+        elif weight > 0 and cfg.get("examples"):
+            examples = [str(e) for e in cfg["examples"]]
+            templates.categories[name] = Category(
+                name=name,
+                weight=weight,
+                topics=examples,
+                entities=[],
+                problems=["not working"],
+                templates=["{topic}"],
+            )
+    for name, category in templates.categories.items():
+        if name not in (taxonomy.get("categories") or {}):
+            category.weight = 0.0
+
+
+def temporal_slots(today: dt.date) -> dict[str, list[str]]:
+    months_back = today.replace(day=1) - dt.timedelta(days=75)
+    quarter = (today.month - 1) // 3 + 1
+    return {
+        "relative": [
+            "last week",
+            "this week",
+            "yesterday",
+            "last month",
+            "this month",
+            "past 30 days",
+            f"since {months_back.strftime('%B')} {months_back.year}",
+            f"in {today.year - 1}",
+            "this year",
+        ],
+        "year": [str(today.year)],
+        "last_year": [str(today.year - 1)],
+        "month": [today.strftime("%B")],
+        "quarter": [f"Q{quarter}"],
+    }
+
+
+def read_existing_queries(paths: list[Path]) -> set[str]:
+    """Normalized queries of datasets to exclude: JSONL records (query/input) or plain text lines."""
+    seen: set[str] = set()
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                if text.startswith("{"):
+                    try:
+                        obj = json.loads(text)
+                    except json.JSONDecodeError:
+                        continue
+                    value = obj.get("query", obj.get("input")) if isinstance(obj, dict) else None
+                    if isinstance(value, str):
+                        seen.add(normalize_query(value))
+                else:
+                    seen.add(normalize_query(text))
+    return seen
+
+
+def load_plan(path: str | Path, templates: Templates) -> tuple[dict[str, int], dict[str, int], list[str]]:
+    """Read a generation plan: ``{"categories": {name: n}, "facets": {name: n}}``.
+
+    Lenient: values may be ints or objects with ``needed``/``deficit``/``count``; extra keys are
+    ignored; category aliases from the taxonomy are resolved. Returns (categories, facets, unknown).
+    """
+    try:
+        plan = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"cannot read plan {path}: {exc}") from exc
+    if not isinstance(plan, dict):
+        raise PlanError("plan must be a JSON object")
+    categories: dict[str, int] = {}
+    unknown: list[str] = []
+    raw_categories = plan.get("categories") or plan.get("deficits") or {}
+    if not isinstance(raw_categories, dict):
+        raise PlanError("plan 'categories' must be an object of name -> count")
+    for name, value in raw_categories.items():
+        count = _plan_count(value)
+        if count <= 0:
+            continue
+        resolved = templates.aliases.get(name, name)
+        if resolved not in templates.categories:
+            unknown.append(name)
+            continue
+        categories[resolved] = categories.get(resolved, 0) + count
+    facets: dict[str, int] = {}
+    raw_facets = plan.get("facets") or {}
+    if isinstance(raw_facets, dict):
+        for name, value in raw_facets.items():
+            facet = FACET_ALIASES.get(name)
+            count = _plan_count(value)
+            if facet and count > 0:
+                facets[facet] = facets.get(facet, 0) + count
+    return categories, facets, unknown
+
+
+def _plan_count(value: Any) -> int:
+    if isinstance(value, dict):
+        for key in ("needed", "deficit", "count", "n"):
+            if key in value:
+                value = value[key]
+                break
+        else:
+            return 0
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+class QueryGenerator:
+    def __init__(self, templates: Templates, seed: int = 0, today: dt.date | None = None) -> None:
+        self.templates = templates
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.time_slots = temporal_slots(today or dt.date.today())
+
+    def allocate_categories(self, count: int, categories: list[str] | None = None) -> dict[str, int]:
+        """Split ``count`` over categories by weight (largest remainder, deterministic)."""
+        pool = {
+            name: c.weight
+            for name, c in self.templates.categories.items()
+            if c.weight > 0 and (not categories or name in categories)
+        }
+        if not pool:
+            raise PlanError("no category with a positive weight to generate for")
+        total = sum(pool.values())
+        exact = {name: count * w / total for name, w in pool.items()}
+        alloc = {name: int(v) for name, v in exact.items()}
+        rest = count - sum(alloc.values())
+        for name in sorted(exact, key=lambda n: (-(exact[n] - alloc[n]), n))[:rest]:
+            alloc[name] += 1
+        return {k: v for k, v in alloc.items() if v > 0}
+
+    def facet_sequence(self, count: int, facet_counts: dict[str, int] | None) -> list[str | None]:
+        """Facets for ``count`` queries: the plan's facet counts first, else by share; None = plain."""
+        facets: list[str | None] = []
+        if facet_counts:
+            for name in FACETS:
+                facets.extend([name] * facet_counts.get(name, 0))
+            facets = facets[:count]
+        else:
+            for name in FACETS:
+                facets.extend([name] * round(count * self.templates.facet_shares.get(name, 0.0)))
+            facets = facets[:count]
+        facets.extend([None] * (count - len(facets)))
+        self.rng.shuffle(facets)
+        return facets
+
+    def generate(
+        self,
+        category_counts: dict[str, int],
+        facet_counts: dict[str, int] | None = None,
+        exclude: set[str] | None = None,
+    ) -> tuple[list[GeneratedQuery], QueryReport]:
+        exclude = set(exclude or ())
+        report = QueryReport(requested=Counter(category_counts))
+        slots: list[str] = [name for name in sorted(category_counts) for _ in range(category_counts[name])]
+        self.rng.shuffle(slots)
+        facets = self.facet_sequence(len(slots), facet_counts)
+        produced: list[GeneratedQuery] = []
+        for category, facet in zip(slots, facets, strict=True):
+            made = self._one(self.templates.categories[category], facet, exclude, report)
+            if made is None and facet is not None:
+                made = self._one(self.templates.categories[category], None, exclude, report)
+            if made is None:
+                continue
+            exclude.add(normalize_query(made.query))
+            produced.append(made)
+            report.produced[category] += 1
+            for name in made.facets:
+                report.facets[name] += 1
+        return produced, report
+
+    def _one(
+        self, category: Category, facet: str | None, exclude: set[str], report: QueryReport
+    ) -> GeneratedQuery | None:
+        for _ in range(MAX_ATTEMPTS):
+            base_facet = facet
+            only_kind = None
+            if facet == "only":
+                only_kind = self.rng.choice(self.templates.only_kinds)
+                base_facet = self.rng.choice([None, "short", "entity"])
+            template = self._template(category, base_facet)
+            query = self._fill(template, category)
+            if query is None:
+                continue
+            if only_kind:
+                query = f"{query} /only:{only_kind}"
+            if normalize_query(query) in exclude:
+                report.excluded_hits += 1
+                continue
+            facets = [f for f in (base_facet, "only" if only_kind else None) if f]
+            if len(query.split()) <= 2 and "short" not in facets and not only_kind:
+                facets.append("short")
+            return GeneratedQuery(query=query, category=category.name, facets=facets, template=template)
+        return None
+
+    def _template(self, category: Category, facet: str | None) -> str:
+        if facet is None:
+            return self.rng.choice(category.templates)
+        options = (
+            category.facet_templates.get(facet) or self.templates.facet_templates.get(facet) or ["{topic}"]
+        )
+        return self.rng.choice(options)
+
+    def _fill(self, template: str, category: Category) -> str | None:
+        values: dict[str, str] = {}
+        for slot in _SLOT_RE.findall(template):
+            if slot in values:
+                continue
+            choice = self._slot(slot, category, values)
+            if choice is None:
+                return None
+            values[slot] = choice
+        query = _SLOT_RE.sub(lambda m: values[m.group(1)], template)
+        return _SPACE_RE.sub(" ", query).strip()
+
+    def _slot(self, slot: str, category: Category, taken: dict[str, str]) -> str | None:
+        if slot in self.time_slots:
+            return self.rng.choice(self.time_slots[slot])
+        if slot == "short":
+            pool = [t for t in category.topics + category.entities if len(t.split()) <= 2]
+        elif slot in ("topic", "topic2"):
+            pool = [t for t in category.topics if t != taken.get("topic")]
+        elif slot in ("entity", "entity2"):
+            pool = [e for e in category.entities if e != taken.get("entity")]
+        elif slot == "problem":
+            pool = category.problems
+        else:
+            raise PlanError(f"unknown template slot {{{slot}}} in category {category.name}")
+        return self.rng.choice(pool) if pool else None
