@@ -185,6 +185,51 @@ def clean(
 
 
 @app.command()
+def dedup(
+    inputs: list[Path] = InputsOpt,
+    output: Path = OutputOpt,
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+    exact: bool = typer.Option(True, help="Exact duplicates of the normalized query (best score wins)."),
+    near: bool = typer.Option(True, help="Near-duplicate queries (MinHash/LSH over character n-grams)."),
+    near_threshold: float = typer.Option(
+        0.85, "--near-threshold", help="Jaccard similarity for a near duplicate."
+    ),
+    ngram: int = typer.Option(3, "--ngram", help="Character n-gram size for near dedup."),
+    near_action: str = typer.Option(
+        "reject", "--near-action", help="reject | group (keep, label with dup_group)."
+    ),
+    semantic: bool = typer.Option(
+        False, "--semantic", help="Also dedup by sentence embeddings (all-MiniLM-L6-v2)."
+    ),
+    semantic_threshold: float = typer.Option(
+        0.92, "--semantic-threshold", help="Cosine similarity threshold."
+    ),
+    dedup_items: bool = typer.Option(True, help="Remove items repeated inside one record."),
+    keep: str = typer.Option("score", "--keep", help="Which row of a group survives: score | first."),
+    seed: int = typer.Option(1, "--seed"),
+) -> None:
+    """Remove duplicate queries (exact, near, optionally semantic) and repeated items."""
+    _stage(
+        "dedup",
+        inputs,
+        output,
+        rejects,
+        report,
+        exact=exact,
+        near=near,
+        near_threshold=near_threshold,
+        ngram=ngram,
+        near_action=near_action,
+        semantic=semantic,
+        semantic_threshold=semantic_threshold,
+        dedup_items=dedup_items,
+        keep=keep,
+        seed=seed,
+    )
+
+
+@app.command()
 def balance(
     inputs: list[Path] = InputsOpt,
     output: Path = OutputOpt,

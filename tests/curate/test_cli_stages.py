@@ -127,3 +127,15 @@ def test_bad_target_flag_and_missing_input_exit_2(tmp_path: Path) -> None:
 def test_nothing_valid_read_exits_1(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "bad.jsonl", ["not json", "{}"])
     assert invoke("normalize", "-i", str(source), "-o", str(tmp_path / "n.jsonl")).exit_code == 1
+
+
+def test_dedup_command_rejects_duplicate_queries_to_the_ledger(tmp_path: Path) -> None:
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [good("docker compose networking"), good("Docker Compose  networking"), good("tide tables")],
+    )
+    result = invoke("dedup", "-i", str(source), "-o", str(tmp_path / "d.jsonl"), "--near-threshold", "0.9")
+    assert result.exit_code == 0, result.output
+    assert "duplicate of <row>: 1" in result.output
+    rows = ledger(tmp_path / "d.rejects.jsonl")
+    assert [r["stage"] for r in rows] == ["dedup"] and rows[0]["reason"].startswith("duplicate of ")
