@@ -1,0 +1,114 @@
+"""The DSPy program GEPA optimizes: one predictor from ``query`` to ``expansion``.
+
+The optimized text is the predictor's instruction, and it must work unchanged as
+``generate expand --prompt-file``. So the program does not use DSPy's chat format (field
+markers a 135M model cannot follow); :class:`ExpansionAdapter` sends exactly the messages the
+generate command sends for a prompt file, and takes the whole reply as the expansion. Parsing
+is tolerant (prefixed lines, a JSON list of pairs, a JSON object) and a reply that cannot be
+parsed is still a prediction, scored as a failure by the metric, never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from qmd_finetune.records import Item, RecordError, parse_expansion
+
+QUERY_PLACEHOLDER = "{query}"
+USER_TEMPLATE = "Expand this search query: {query}"
+
+
+def prompt_sha(instruction: str) -> str:
+    return hashlib.sha256(instruction.encode("utf-8")).hexdigest()[:16]
+
+
+def expansion_messages(instruction: str, query: str) -> list[dict[str, str]]:
+    """The chat messages for one query: the same shape ``generate expand`` sends for a prompt file.
+
+    A prompt containing ``{query}`` is a template for a single user message; any other prompt is the
+    system message and the query goes in the user message.
+    """
+    if QUERY_PLACEHOLDER in instruction:
+        return [{"role": "user", "content": instruction.replace(QUERY_PLACEHOLDER, query)}]
+    return [
+        {"role": "system", "content": instruction},
+        {"role": "user", "content": USER_TEMPLATE.format(query=query)},
+    ]
+
+
+class ExpansionAdapter(dspy.Adapter):
+    """Plain prompt in, whole reply out: no field markers for a small model to break."""
+
+    def format(
+        self, signature: type[dspy.Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        return expansion_messages(signature.instructions, str(inputs.get("query", "")))
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        return {"expansion": completion or ""}
+
+
+class ExpandQuery(dspy.Signature):
+    """Expand the search query into lines for hybrid search: hyde, lex and vec."""
+
+    query: str = dspy.InputField(desc="the user's search query")
+    expansion: str = dspy.OutputField(desc="lines starting with hyde:, lex: or vec:")
+
+
+def parse_items(raw: str) -> tuple[list[Item], str | None]:
+    """Items of a reply and, when there are none, the reason."""
+    try:
+        return parse_expansion(raw or ""), None
+    except RecordError as exc:
+        return [], exc.reason
+
+
+class QueryExpander(dspy.Module):
+    """``query -> expansion`` with the tolerant adapter; unparseable replies become empty items."""
+
+    def __init__(self, instruction: str) -> None:
+        super().__init__()
+        self.expand = dspy.Predict(ExpandQuery.with_instructions(instruction))
+
+    @property
+    def instruction(self) -> str:
+        return self.expand.signature.instructions
+
+    def forward(self, query: str) -> dspy.Prediction:
+        with dspy.context(adapter=ExpansionAdapter()):
+            try:
+                raw = self.expand(query=query).expansion or ""
+            except AdapterParseError as exc:
+                # Empty replies (and other adapters' marker errors) are the model's failure, not
+                # the program's: record the call in the trace so GEPA can reflect on it.
+                raw = exc.lm_response or ""
+                trace = dspy.settings.trace
+                if trace is not None:
+                    trace.append((self.expand, {"query": query}, dspy.Prediction(expansion=raw)))
+        items, error = parse_items(raw)
+        return dspy.Prediction(expansion=raw, items=[list(item) for item in items], parse_error=error)
+
+
+def build_lm(
+    model: str, *, max_tokens: int, temperature: float = 0.0, api_base: str | None = None
+) -> dspy.LM:
+    """A DSPy LM for a LiteLLM model string, always through LiteLLM (so ``local/smollm2`` works)."""
+    kwargs: dict[str, Any] = {}
+    if api_base:
+        kwargs["api_base"] = api_base
+    if model.split("/", 1)[0] == "local":
+        from qmd_finetune.generate.local_llm import register_litellm_provider
+
+        register_litellm_provider()
+    return dspy.LM(
+        model,
+        engine="litellm",
+        max_tokens=max_tokens,
+        temperature=temperature,
+        num_retries=2,
+        **kwargs,
+    )
