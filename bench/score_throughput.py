@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -54,12 +55,20 @@ def make_unique(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.Series("query", queries, dtype=pl.Utf8))
 
 
-def per_row(frame: pl.DataFrame) -> tuple[list[tuple[float, str, list[str]]], float]:
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the batch path's pool workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def per_row(frame: pl.DataFrame) -> tuple[list[tuple[float, str, list[str]]], float, float]:
     """The baseline: take the rows out of the frame, render and score them one at a time.
 
-    Returns the results and the seconds taken. Like the batch path it starts from the frame,
-    so both pay for converting the columns to Python objects.
+    Returns the results, the wall seconds and the CPU seconds. Like the batch path it starts
+    from the frame, so both pay for converting the columns to Python objects.
     """
+    cpu = cpu_seconds()
     start = time.perf_counter()
     queries = frame.get_column("query").to_list()
     outputs = frame.get_column("output").to_list()
@@ -67,20 +76,21 @@ def per_row(frame: pl.DataFrame) -> tuple[list[tuple[float, str, list[str]]], fl
     for query, output in zip(queries, outputs):
         s = score(query, render(output))
         results.append((s.percentage, s.rating, s.deductions))
-    return results, time.perf_counter() - start
+    return results, time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def batch(frame: pl.DataFrame, workers: int) -> tuple[pl.DataFrame, float]:
+def batch(frame: pl.DataFrame, workers: int) -> tuple[pl.DataFrame, float, float]:
+    cpu = cpu_seconds()
     start = time.perf_counter()
     scored = score_frame(frame, workers=workers)
-    return scored, time.perf_counter() - start
+    return scored, time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def measure(name: str, frame: pl.DataFrame, sample: int, workers: int) -> bool:
     """Time both paths on ``frame``, print one line, and return whether the sample scores agree."""
-    scored, batch_seconds = batch(frame, workers)
+    scored, batch_seconds, batch_cpu = batch(frame, workers)
     head = frame.head(sample)
-    expected, loop_seconds = per_row(head)
+    expected, loop_seconds, loop_cpu = per_row(head)
     batch_rate = frame.height / batch_seconds
     loop_rate = head.height / loop_seconds
     got = scored.head(sample)
@@ -96,6 +106,10 @@ def measure(name: str, frame: pl.DataFrame, sample: int, workers: int) -> bool:
         f"per-row {loop_rate:>8,.0f} rows/s ({head.height:,} rows, {loop_seconds:5.2f} s)  "
         f"ratio {batch_rate / loop_rate:6.2f}x  "
         f"scores {'identical' if identical else 'DIFFER'} on {head.height:,} rows"
+    )
+    print(
+        f"{'':<10} CPU time (process + pool workers): batch {frame.height / batch_cpu:>10,.0f} rows/cpu-s, "
+        f"per-row {head.height / loop_cpu:>8,.0f} rows/cpu-s"
     )
     return identical
 
