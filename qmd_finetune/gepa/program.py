@@ -11,6 +11,7 @@ parsed is still a prediction, scored as a failure by the metric, never an except
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import dspy
@@ -100,6 +101,9 @@ def build_lm(
     kwargs: dict[str, Any] = {}
     if api_base:
         kwargs["api_base"] = api_base
+        if model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+            # Local OpenAI-compatible servers take no key, but the OpenAI client insists on one.
+            kwargs["api_key"] = "no-key"
     if model.split("/", 1)[0] == "local":
         from qmd_finetune.generate.local_llm import register_litellm_provider
 
