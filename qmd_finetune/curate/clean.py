@@ -41,9 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import yaml
 
+from qmd_finetune.curate._items import Flat, flatten, per_row_min, per_row_sum, rebuild, replace_rows
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.resources import data_path
 
@@ -64,8 +66,6 @@ FLAGS = "flags"
 
 _ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
 _NEVER = r"[^\s\S]"  # matches nothing (the regex engine has no lookaround)
-_ROW = "_crow"
-_POS = "_cpos"
 
 
 # ---------------------------------------------------------------- word-boundary patterns
@@ -168,12 +168,21 @@ def _check_action(name: str, action: str, where: str) -> None:
 # ---------------------------------------------------------------- the stage
 
 
-def _tokens(text: pl.Expr) -> pl.Expr:
-    return (
-        text.str.replace_all(r"[^\w\s]", " ")
-        .str.split(" ")
-        .list.eval(pl.element().filter(pl.element() != ""))
-    )
+def _split_words(text: pl.Expr) -> pl.Expr:
+    return text.str.to_lowercase().str.replace_all(r"[^\w\s]", "").str.split(" ")
+
+
+def _resolve_actions(
+    config: CleanRules, fix: bool, actions: dict[str, str] | None
+) -> tuple[dict[str, str], set[str]]:
+    act = {name: rule.action for name, rule in config.rules.items()}
+    for name, action in (actions or {}).items():
+        if name not in RULE_NAMES:
+            raise ValueError(f"unknown clean rule {name!r} (known: {', '.join(RULE_NAMES)})")
+        _check_action(name, action, "actions")
+        act[name] = action
+    effective = {name: ("flag" if a == "fix" and not fix else a) for name, a in act.items()}
+    return effective, {name for name, a in effective.items() if a == "fix"}
 
 
 def run(
@@ -196,312 +205,400 @@ def run(
     ):
         if value is not None:
             settings[key] = value
-    act = {name: rule.action for name, rule in config.rules.items()}
-    for name, action in (actions or {}).items():
-        if name not in RULE_NAMES:
-            raise ValueError(f"unknown clean rule {name!r} (known: {', '.join(RULE_NAMES)})")
-        _check_action(name, action, "actions")
-        act[name] = action
-    effective = {name: ("flag" if a == "fix" and not fix else a) for name, a in act.items()}
-    fixing = {name for name, a in effective.items() if a == "fix"}
+    effective, fixing = _resolve_actions(config, fix, actions)
 
     columns = [c for c in frame.columns if c != FLAGS]
-    data = frame.select(columns).with_row_index(_ROW)
-    query = pl.col("query").fill_null("")
-    data = data.with_columns(
-        query.str.extract(_ONLY_SUFFIX, 1).str.to_lowercase().alias("_only"),
-        query.str.replace(_ONLY_SUFFIX, "").str.strip_chars().str.to_lowercase().alias("_base"),
-    )
+    data = frame.select(columns)
+    query = data["query"].fill_null("")
+    only = query.str.extract(_ONLY_SUFFIX, 1).str.to_lowercase()
+    base = query.str.replace(_ONLY_SUFFIX, "").str.strip_chars().str.to_lowercase()
+    flat = flatten(data["output"])
+    items = _Items(flat, only, base)
 
-    items = _items(data)
-    items = _detect_items(items, settings, effective)
-    items, fix_counts = _apply_item_fixes(items, fixing, effective, settings)
-    rows = _row_facts(data, items, settings)
-    rows = _everyday_sense(rows, items, config, effective)
-    rows = _flags_and_reasons(rows, config, effective, settings)
-
-    # New outputs for the rows a fix changed; the rest keep their output untouched.
-    changed = items.filter(pl.col("_changed").any().over(_ROW))
-    rebuilt = (
-        changed.filter(~pl.col("_drop"))
-        .sort(_ROW, _POS)
-        .group_by(_ROW, maintain_order=True)
-        .agg(pl.concat_list("kind", "text").alias("_new_output"))
-    )
-    changed_rows = changed.select(_ROW).unique()
-    rows = rows.join(rebuilt, on=_ROW, how="left").join(
-        changed_rows.with_columns(pl.lit(True).alias("_was_changed")), on=_ROW, how="left"
-    )
-    nothing_left = pl.col("_was_changed").fill_null(False) & pl.col("_new_output").is_null()
-    rows = rows.with_columns(
-        pl.when(pl.col(REASON).is_null() & nothing_left)
-        .then(pl.lit(REJECT_NOTHING_LEFT))
-        .otherwise(pl.col(REASON))
-        .alias(REASON)
-    )
-    # Fixes apply to kept rows only: the ledger keeps what a rejected row held.
-    rows = rows.with_columns(
-        pl.when(pl.col(REASON).is_null() & pl.col("_new_output").is_not_null())
-        .then(pl.col("_new_output"))
-        .otherwise(pl.col("output"))
-        .alias("output")
-    )
-    kept = rows.filter(pl.col(REASON).is_null()).sort(_ROW).select(*columns, FLAGS)
-    rejected = rows.filter(pl.col(REASON).is_not_null()).sort(_ROW).select(*columns, REASON)
+    echo = items.expand(_echo(items.unique))
+    boiler, signatures = items.none(), []
+    if effective["boilerplate"] != "off":
+        boiler_unique, signatures = _boilerplate(items.unique, settings)
+        boiler = items.expand(boiler_unique)
+    filler_unique, filler_words = _fillers(items.unique, settings)
+    padded_row = items.row_all(items.is_lex, items.expand(filler_unique)) & (items.count(items.is_lex) > 0)
+    other_kind = items.other_kind
 
     counts: dict[str, int] = {}
-    flag_counts = kept.select(
-        pl.col(FLAGS).explode().drop_nulls().str.extract(r"^([a-z_]+)", 1).value_counts()
+    want_drop = np.zeros(items.n, dtype=bool)
+    if "echo" in fixing:
+        want_drop |= echo
+    if "boilerplate" in fixing:
+        want_drop |= boiler
+    drop = items.guard_last_of_kind(want_drop)
+    if "only_mode_other_kinds" in fixing:
+        drop |= other_kind
+    for name, mask in (("echo", echo), ("boilerplate", boiler), ("only_mode_other_kinds", other_kind)):
+        if name in fixing:
+            counts[f"fixed:{name}"] = int((items.count(drop & mask) > 0).sum())
+    echo &= ~drop
+    boiler &= ~drop
+
+    new_text = None
+    if "lex_filler" in fixing:
+        new_text, fixed_rows = _remove_fillers(items, filler_words, padded_row, drop)
+        counts["fixed:lex_filler"] = int(fixed_rows.sum())
+        padded_row &= ~fixed_rows
+    live = ~drop
+
+    rows = pl.DataFrame(
+        {
+            "only": only,
+            "n_lex": items.count(items.is_lex & live),
+            "n_vec": items.count(items.is_vec & live),
+            "n_hyde": items.count(items.is_hyde & live),
+            "n_only": items.count(items.is_only & live),
+            "n_other": items.count(other_kind & live),
+            "hyde_len": items.first_hyde_length(live),
+            "echo_lex": items.count(echo & items.is_lex) > 0,
+            "echo_vec": items.count(echo & items.is_vec) > 0,
+            "boiler_hyde": items.count(boiler & items.is_hyde) > 0,
+            "boiler_vec": items.count(boiler & items.is_vec) > 0,
+            "padded": padded_row,
+            "sense": _everyday_sense(data, base, config, effective),
+        }
     )
-    for entry in flag_counts.to_series().to_list():
-        counts[f"flagged:{entry[FLAGS]}"] = int(entry["count"])
-    counts["flagged_rows"] = int(kept.select((pl.col(FLAGS).list.len() > 0).sum()).item())
-    for name, n in fix_counts.items():
-        counts[f"fixed:{name}"] = n
+    flags, reason = _flags_and_reasons(config, effective, settings)
+    rows = rows.select(flags.alias(FLAGS), reason.alias(REASON), "sense")
+
+    changed_rows = items.count(drop) > 0
+    if new_text is not None:
+        changed_rows |= items.count((new_text != items.text).fill_null(False).to_numpy()) > 0
+    output = data["output"]
+    if changed_rows.any():
+        output = _rebuild_rows(items, changed_rows, live, new_text, output)
+        no_items = changed_rows & (items.count(live) == 0)
+        if no_items.any():
+            rows = rows.with_columns(
+                pl.when(pl.col(REASON).is_null() & pl.Series(no_items))
+                .then(pl.lit(REJECT_NOTHING_LEFT))
+                .otherwise(pl.col(REASON))
+                .alias(REASON)
+            )
+    marked = data.with_columns(rows[FLAGS], rows[REASON], output.alias("_new_output"))
+    kept = (
+        marked.filter(pl.col(REASON).is_null())
+        .with_columns(pl.col("_new_output").alias("output"))
+        .select(*columns, FLAGS)
+    )
+    # Fixes apply to kept rows only: the ledger keeps what a rejected row held.
+    rejected = marked.filter(pl.col(REASON).is_not_null()).select(*columns, REASON)
+
+    breakdown = _flag_breakdown(kept)
+    for flag, n in breakdown.items():
+        rule = flag.split(":", 1)[0]
+        counts[f"flagged:{rule}"] = counts.get(f"flagged:{rule}", 0) + n
+    counts["flagged_rows"] = (
+        int(kept.select((pl.col(FLAGS).list.len() > 0).sum()).item()) if kept.height else 0
+    )
+    sense_hits = rows.filter(pl.col("sense").is_not_null()).head(20)
     report = {
         "rows_in": frame.height,
         "actions": effective,
-        "flags": _flag_breakdown(kept),
-        "boilerplate_signatures": _top_signatures(items, settings),
-        "everyday_sense_examples": _sense_examples(rows),
+        "flags": breakdown,
+        "boilerplate_signatures": signatures,
+        "everyday_sense_examples": [
+            {"query": data["query"][i], "match": m}
+            for i, m in zip(
+                np.flatnonzero(rows["sense"].is_not_null().to_numpy())[:20].tolist(),
+                sense_hits["sense"].to_list(),
+            )
+        ],
     }
     return StageResult(kept=kept, rejected=rejected, counts=counts, report=report)
 
 
-def _items(data: pl.DataFrame) -> pl.DataFrame:
-    return (
-        data.select(_ROW, "_only", "_base", "output")
-        .explode("output")
-        .with_columns(pl.int_range(pl.len()).over(_ROW).alias(_POS))
-        .filter(pl.col("output").is_not_null())
-        .with_columns(
-            pl.col("output").list.get(0, null_on_oob=True).fill_null("").alias("kind"),
-            pl.col("output").list.get(1, null_on_oob=True).fill_null("").alias("text"),
+class _Items:
+    """Flat items of a frame: kind masks, per-row reductions, and the unique (kind, text, query) view.
+
+    Detections that depend only on an item and its query run once per unique triple and are
+    spread back with ``expand``: generated data repeats itself a lot before dedup.
+    """
+
+    def __init__(self, flat: Flat, only: pl.Series, base: pl.Series) -> None:
+        self.flat = flat
+        self.n = len(flat.row)
+        self.row = flat.row
+        self.text = flat.text
+        self.kind = flat.kind
+        self.base = base
+        self.is_lex = (flat.kind == "lex").to_numpy()
+        self.is_vec = (flat.kind == "vec").to_numpy()
+        self.is_hyde = (flat.kind == "hyde").to_numpy()
+        item_only = only.gather(flat.row) if self.n else pl.Series([], dtype=pl.Utf8)
+        self.is_only = (flat.kind == item_only).fill_null(False).to_numpy()
+        self.other_kind = (item_only.is_not_null() & (flat.kind != item_only)).fill_null(False).to_numpy()
+        triples = pl.DataFrame(
+            {"k": flat.kind, "t": flat.text, "b": base.gather(flat.row) if self.n else base.head(0)}
         )
-        .drop("output")
-    )
+        if self.n:
+            keys = triples.select(pl.struct("k", "t", "b").hash()).to_series().to_numpy()
+            _, first, self.inverse = np.unique(keys, return_index=True, return_inverse=True)
+            self.unique = triples[first]
+        else:
+            self.inverse = np.zeros(0, dtype=np.int64)
+            self.unique = triples
+
+    def none(self) -> np.ndarray:
+        return np.zeros(self.n, dtype=bool)
+
+    def expand(self, unique_mask: np.ndarray) -> np.ndarray:
+        return unique_mask[self.inverse] if self.n else self.none()
+
+    def count(self, mask: np.ndarray) -> np.ndarray:
+        return per_row_sum(mask, self.flat.lengths)
+
+    def row_all(self, within: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Rows where every item selected by ``within`` satisfies ``mask``."""
+        return self.count(within & ~mask) == 0
+
+    def guard_last_of_kind(self, want_drop: np.ndarray) -> np.ndarray:
+        """``want_drop`` minus the drops that would leave a row without any item of a kind."""
+        drop = want_drop.copy()
+        for mask in (self.is_lex, self.is_vec, self.is_hyde):
+            survivors = self.count(mask & ~want_drop)
+            drop &= ~(mask & (survivors[self.row] == 0))
+        return drop
+
+    def first_hyde_length(self, live: np.ndarray) -> pl.Series:
+        big = np.iinfo(np.int64).max
+        first = per_row_min(np.where(self.is_hyde & live, np.arange(self.n), big), self.flat.lengths, big)
+        has = first != big
+        lengths = np.full(len(first), -1, dtype=np.int64)  # -1: no hyde
+        if has.any():
+            lengths[has] = self.text.gather(first[has]).str.len_chars().to_numpy()
+        return pl.Series(lengths, dtype=pl.Int64)
 
 
-def _detect_items(items: pl.DataFrame, settings: dict[str, Any], effective: dict[str, str]) -> pl.DataFrame:
-    text_l = pl.col("text").str.to_lowercase().str.strip_chars()
-    base = pl.col("_base")
-    echo = (pl.col("kind").is_in(["lex", "vec"])) & (
-        (text_l == base)
-        | (text_l.str.contains(base, literal=True) & (text_l.str.len_chars() < base.str.len_chars() + 10))
-    )
-    items = items.with_columns(echo.alias("_echo"))
-
-    if effective["boilerplate"] != "off":
-        kinds = list(settings["boilerplate_kinds"])
-        candidates = items.filter(pl.col("kind").is_in(kinds))
-        signature = (
-            _tokens(pl.col("text").str.to_lowercase())
-            .list.set_difference(_tokens(base))
-            .list.sort()
-            .list.join(" ")
+def _echo(unique: pl.DataFrame) -> np.ndarray:
+    """Lex/vec items echoing their query (reward.echoes); only items short enough to echo are checked."""
+    echo = np.zeros(unique.height, dtype=bool)
+    candidate = unique.select(
+        pl.col("k").is_in(["lex", "vec"]) & (pl.col("t").str.len_chars() < pl.col("b").str.len_chars() + 12)
+    ).to_series()
+    index = np.flatnonzero(candidate.to_numpy())
+    if len(index) == 0:
+        return echo
+    part = unique[index].select(pl.col("t").str.strip_chars().str.to_lowercase(), "b")
+    hit = part.select(
+        (pl.col("t") == pl.col("b"))
+        | (
+            pl.col("t").str.contains(pl.col("b"), literal=True)
+            & (pl.col("t").str.len_chars() < pl.col("b").str.len_chars() + 10)
         )
-        candidates = candidates.select(_ROW, _POS, "kind", "_base", signature.alias("_sig"))
-        sig_counts = candidates.group_by("kind", "_sig").agg(pl.col("_base").n_unique().alias("_sig_queries"))
-        min_words = int(settings["boilerplate_min_words"])
-        sig_counts = sig_counts.filter(
-            (pl.col("_sig_queries") >= int(settings["boilerplate_min_queries"]))
-            & (pl.col("_sig").str.count_matches(" ") + 1 >= min_words)
-            & (pl.col("_sig") != "")
+    ).to_series()
+    echo[index] = hit.fill_null(False).to_numpy()
+    return echo
+
+
+def _boilerplate(unique: pl.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Unique items whose template signature is shared by many distinct queries."""
+    boiler = np.zeros(unique.height, dtype=bool)
+    index = np.flatnonzero(unique["k"].is_in(list(settings["boilerplate_kinds"])).to_numpy())
+    if len(index) == 0:
+        return boiler, []
+    part = unique[index].with_columns(
+        _split_words(pl.col("t"))
+        .list.set_difference(_split_words(pl.col("b")))
+        .list.eval(pl.element().filter(pl.element() != ""))
+        .alias("words")
+    )
+    part = part.with_columns(
+        pl.col("words").list.eval(pl.element().hash()).list.sum().alias("sig"),
+        pl.col("words").list.len().alias("n_words"),
+    )
+    min_words = max(1, int(settings["boilerplate_min_words"]))
+    groups = (
+        part.filter(pl.col("n_words") >= min_words)
+        .group_by("k", "sig")
+        .agg(
+            pl.col("b").n_unique().alias("queries"),
+            pl.col("t").first().alias("example"),
+            pl.col("words").first().alias("words"),
         )
-        marked = candidates.join(sig_counts, on=["kind", "_sig"], how="inner").select(
-            _ROW, _POS, "_sig", "_sig_queries"
-        )
-        items = items.join(marked, on=[_ROW, _POS], how="left", maintain_order="left")
-    else:
-        items = items.with_columns(
-            pl.lit(None, pl.Utf8).alias("_sig"), pl.lit(None, pl.UInt32).alias("_sig_queries")
-        )
-    items = items.with_columns(pl.col("_sig_queries").is_not_null().alias("_boiler"))
-
-    fillers = list(settings["filler_words"])
-    found = (
-        pl.when(pl.col("kind") == "lex")
-        .then(pl.col("text").str.to_lowercase().str.extract_all(_pattern(fillers)))
-        .otherwise(pl.lit(None, pl.List(pl.Utf8)))
     )
-    items = items.with_columns(found.alias("_fill"))
-    items = items.with_columns(
-        pl.when(pl.col("_fill").list.len() > 0)
-        .then(pl.col("_fill").list.eval(pl.element().str.strip_chars()).list.set_difference(_tokens(base)))
-        .otherwise(pl.col("_fill"))
-        .alias("_fill")
+    templates = groups.filter(pl.col("queries") >= int(settings["boilerplate_min_queries"]))
+    marked = part.select("k", "sig", "n_words").join(
+        templates.select("k", "sig", "queries"), on=["k", "sig"], how="left", maintain_order="left"
     )
-    has_filler = pl.col("_fill").list.len().fill_null(0) > 0
-    lex = pl.col("kind") == "lex"
-    padded = (has_filler | ~lex).all().over(_ROW) & lex.any().over(_ROW)
-    only = pl.col("_only")
-    return items.with_columns(
-        (padded & lex).alias("_padded"),
-        (only.is_not_null() & (pl.col("kind") != only)).fill_null(False).alias("_other_kind"),
-    )
+    boiler[index] = marked["queries"].is_not_null().to_numpy() & (marked["n_words"].to_numpy() >= min_words)
+    top = templates.sort("queries", descending=True).head(20)
+    signatures = [
+        {"kind": k, "queries": int(q), "example": e, "signature": " ".join(sorted(w))}
+        for k, q, e, w in top.select("k", "queries", "example", "words").iter_rows()
+    ]
+    return boiler, signatures
 
 
-def _apply_item_fixes(
-    items: pl.DataFrame, fixing: set[str], effective: dict[str, str], settings: dict[str, Any]
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    counts: dict[str, int] = {}
-    false = pl.lit(False)
-    echo_drop = pl.col("_echo") if "echo" in fixing else false
-    boiler_drop = pl.col("_boiler") if "boilerplate" in fixing else false
-    other_drop = pl.col("_other_kind") if "only_mode_other_kinds" in fixing else false
-    wanted = echo_drop | boiler_drop
-    items = items.with_columns(wanted.alias("_want_drop"), other_drop.alias("_other_drop"))
-    # Never empty a kind: a drop is undone when nothing of that kind would survive.
-    survivors = (~pl.col("_want_drop")).sum().over(_ROW, "kind")
-    items = items.with_columns(
-        ((pl.col("_want_drop") & (survivors > 0)) | pl.col("_other_drop")).alias("_drop"),
+def _fillers(unique: pl.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray, dict[int, list[str]]]:
+    """Unique lex items holding filler words their query lacks, and those words per unique item."""
+    has = np.zeros(unique.height, dtype=bool)
+    words = list(settings["filler_words"])
+    if not words or unique.height == 0:
+        return has, {}
+    pattern = word_pattern(words)
+    candidate = np.flatnonzero(
+        unique.select((pl.col("k") == "lex") & pl.col("t").str.contains(pattern)).to_series().to_numpy()
     )
-    counts_frame = items.filter(pl.col("_drop"))
-    if "echo" in fixing:
-        counts["echo"] = counts_frame.filter(pl.col("_echo"))[_ROW].n_unique()
-    if "boilerplate" in fixing:
-        counts["boilerplate"] = counts_frame.filter(pl.col("_boiler"))[_ROW].n_unique()
-    if "only_mode_other_kinds" in fixing:
-        counts["only_mode_other_kinds"] = counts_frame.filter(pl.col("_other_kind"))[_ROW].n_unique()
-    # A dropped echo/boilerplate item no longer counts toward its flag.
-    items = items.with_columns(
-        (pl.col("_echo") & ~pl.col("_drop")).alias("_echo"),
-        (pl.col("_boiler") & ~pl.col("_drop")).alias("_boiler"),
+    if len(candidate) == 0:
+        return has, {}
+    found = unique[candidate].select(
+        pl.col("t").str.to_lowercase().str.extract_all(pattern).alias("w"),
+        (pl.lit(" ") + pl.col("b").str.replace_all(r"[^\w\s]", " ") + pl.lit(" ")).alias("b"),
     )
-
-    new_text = pl.col("text")
-    if "lex_filler" in fixing:
-        targets = items.filter(pl.col("_padded") & ~pl.col("_drop")).select(
-            _ROW, _POS, "text", "_fill", "_base"
-        )
-        fixed = _remove_fillers(targets)
-        items = items.join(fixed, on=[_ROW, _POS], how="left", maintain_order="left")
-        new_text = pl.coalesce(pl.col("_fixed_text"), pl.col("text"))
-        changed_rows = fixed.filter(pl.col("_fixed_text").is_not_null())[_ROW].n_unique()
-        counts["lex_filler"] = changed_rows
-        # Once any lex line of the row lost its filler the row is no longer padded.
-        items = items.with_columns(
-            (pl.col("_padded") & ~pl.col("_fixed_text").is_not_null().any().over(_ROW)).alias("_padded")
-        )
-    items = items.with_columns(new_text.alias("_text_after"))
-    items = items.with_columns(
-        (pl.col("_drop") | (pl.col("_text_after") != pl.col("text"))).alias("_changed"),
-        pl.col("_text_after").alias("text"),
+    lengths = found["w"].list.len().cast(pl.Int64).to_numpy()
+    # One row per filler occurrence; a word the query holds is not filler for that row.
+    flat = pl.DataFrame(
+        {
+            "w": found["w"].explode(empty_as_null=False, keep_nulls=False).str.strip_chars(" ()[],.;:!?"),
+            "b": found["b"].gather(np.repeat(np.arange(len(candidate)), lengths)),
+        }
     )
-    return items, counts
+    absent = flat.select(
+        ~pl.col("b").str.contains(pl.lit(" ") + pl.col("w") + pl.lit(" "), literal=True)
+    ).to_series()
+    absent_np = absent.to_numpy()
+    present = per_row_sum(absent_np, lengths) > 0
+    has[candidate[present]] = True
+    owner = np.repeat(candidate, lengths)
+    by_item: dict[int, list[str]] = {}
+    for item, word in zip(owner[absent_np].tolist(), flat["w"].filter(absent).to_list()):
+        by_item.setdefault(item, []).append(word)
+    return has, by_item
 
 
-def _remove_fillers(targets: pl.DataFrame) -> pl.DataFrame:
-    """New text for filler-padded lex lines; null where the removal would empty or echo a line."""
-    schema = {_ROW: pl.UInt32, _POS: pl.Int64, "_fixed_text": pl.Utf8}
-    if targets.height == 0:
-        return pl.DataFrame(schema=schema)
-    unique = targets.select("text", "_fill", "_base").unique(subset=["text", "_base"])
-    results = []
-    for text, fill, base in unique.iter_rows():
-        drop = set(fill or [])
-        words = [w for w in text.split() if w.lower().strip(".,;:!?()") not in drop]
-        new = " ".join(words)
+def _remove_fillers(
+    items: _Items, filler_words: dict[int, list[str]], padded_row: np.ndarray, drop: np.ndarray
+) -> tuple[pl.Series, np.ndarray]:
+    """Item texts with filler words removed on padded rows, and the rows that changed.
+
+    A line that would become empty or an echo of its query is left as it was.
+    """
+    has = np.zeros(items.unique.height, dtype=bool)
+    has[list(filler_words)] = True
+    target = np.flatnonzero(items.expand(has) & padded_row[items.row] & ~drop)
+    text = items.text
+    if len(target) == 0:
+        return text, np.zeros(len(padded_row), dtype=bool)
+    unique_ids = np.unique(items.inverse[target])
+    new_by_unique: dict[int, str] = {}
+    for uid, line, query in zip(
+        unique_ids.tolist(),
+        items.unique["t"].gather(unique_ids).to_list(),
+        items.unique["b"].gather(unique_ids).to_list(),
+    ):
+        remove = set(filler_words[uid])
+        new = " ".join(w for w in line.split() if w.lower().strip(".,;:!?()[]") not in remove)
         lowered = new.lower()
-        bad = not new or lowered == base or (base in lowered and len(lowered) < len(base) + 10)
-        results.append(None if bad or new == text else new)
-    mapping = unique.select("text", "_base").with_columns(pl.Series("_fixed_text", results, dtype=pl.Utf8))
-    return targets.join(mapping, on=["text", "_base"], how="left").select(list(schema)).cast(schema)
+        bad = not new or lowered == query or (query in lowered and len(lowered) < len(query) + 10)
+        if not bad and new != line:
+            new_by_unique[uid] = new
+    if not new_by_unique:
+        return text, np.zeros(len(padded_row), dtype=bool)
+    changed = target[np.isin(items.inverse[target], np.fromiter(new_by_unique, dtype=np.int64))]
+    values = pl.Series([new_by_unique[u] for u in items.inverse[changed].tolist()], dtype=pl.Utf8)
+    mask = np.zeros(items.n, dtype=bool)
+    mask[changed] = True
+    return text.scatter(changed, values), items.count(mask) > 0
 
 
-def _row_facts(data: pl.DataFrame, items: pl.DataFrame, settings: dict[str, Any]) -> pl.DataFrame:
-    live = items.filter(~pl.col("_drop"))
-    kind = pl.col("kind")
-    facts = live.group_by(_ROW).agg(
-        (kind == "lex").sum().alias("_n_lex"),
-        (kind == "vec").sum().alias("_n_vec"),
-        (kind == "hyde").sum().alias("_n_hyde"),
-        (kind == pl.col("_only")).sum().alias("_n_only"),
-        pl.col("_other_kind").sum().alias("_n_other"),
-        pl.col("text").filter(kind == "hyde").first().str.len_chars().alias("_hyde_len"),
-        pl.col("kind").filter(pl.col("_echo")).unique().sort().alias("_echo_kinds"),
-        pl.col("kind").filter(pl.col("_boiler")).unique().sort().alias("_boiler_kinds"),
-        pl.col("_padded").any().alias("_padded_row"),
-    )
-    return data.join(facts, on=_ROW, how="left", maintain_order="left").with_columns(
-        pl.col("_n_lex", "_n_vec", "_n_hyde", "_n_only", "_n_other").fill_null(0),
-        pl.col("_padded_row").fill_null(False),
-    )
+def _rebuild_rows(
+    items: _Items, changed_rows: np.ndarray, live: np.ndarray, new_text: pl.Series | None, output: pl.Series
+) -> pl.Series:
+    """``output`` with the changed rows rebuilt from their live items (text fixes applied)."""
+    rows = np.flatnonzero(changed_rows)
+    take = live & changed_rows[items.row]
+    index = np.flatnonzero(take)
+    text = new_text if new_text is not None else items.text
+    lengths = items.count(take)[rows]
+    rebuilt = rebuild(items.kind.gather(index), text.gather(index), lengths)
+    return replace_rows(output, rows, rebuilt)
 
 
 def _everyday_sense(
-    rows: pl.DataFrame, items: pl.DataFrame, config: CleanRules, effective: dict[str, str]
-) -> pl.DataFrame:
-    """Add ``_sense`` (List(Utf8) of "term:everyday word") for rows whose outputs misread a term."""
-    empty = pl.lit(None, pl.List(pl.Utf8)).alias("_sense")
-    if effective["everyday_sense"] == "off" or not config.terms:
-        return rows.with_columns(empty)
+    data: pl.DataFrame, base: pl.Series, config: CleanRules, effective: dict[str, str]
+) -> pl.Series:
+    """Per row "term:everyday word" when the outputs misread a technical term, else null."""
+    result = pl.Series("sense", [None] * data.height, dtype=pl.Utf8)
+    if effective["everyday_sense"] == "off" or not config.terms or data.height == 0:
+        return result
+    # Query-side tests run once per distinct query; only rows whose query names a term in a
+    # technical context have their outputs read.
+    queries = base.unique()
     any_term = word_pattern([f for t in config.terms for f in t.forms])
-    subset = rows.filter(pl.col("_base").str.contains(any_term)).select(_ROW, "_base")
-    if subset.height == 0:
-        return rows.with_columns(empty)
-    texts = (
-        items.join(subset.select(_ROW), on=_ROW, how="semi")
-        .group_by(_ROW)
-        .agg(pl.col("text").str.join(" \n ").str.to_lowercase().alias("_all_text"))
+    queries = queries.filter(queries.str.contains(any_term))
+    if queries.len():
+        any_tech = _pattern(sorted({w for t in config.terms for w in t.tech} | set(config.tech_context)))
+        queries = queries.filter(queries.str.contains(any_tech))
+    if queries.len() == 0:
+        return result
+    rows = np.flatnonzero(base.is_in(queries).to_numpy())
+    subset = pl.DataFrame(
+        {
+            "b": base.gather(rows),
+            "text": data["output"]
+            .gather(rows)
+            .list.eval(pl.element().list.get(1, null_on_oob=True))
+            .list.join(" \n ")
+            .str.to_lowercase(),
+        }
     )
-    subset = subset.join(texts, on=_ROW, how="left").with_columns(pl.col("_all_text").fill_null(""))
     hits = []
     for term in config.terms:
-        text = pl.col("_all_text")
+        text = pl.col("text")
         for phrase in term.exceptions:
             text = text.str.replace_all(word_pattern([phrase]), " ")
         everyday = word_pattern(term.everyday)
         fires = (
-            pl.col("_base").str.contains(word_pattern(term.forms))
-            & pl.col("_base").str.contains(_pattern(term.tech + config.tech_context))
+            pl.col("b").str.contains(word_pattern(term.forms))
+            & pl.col("b").str.contains(_pattern(term.tech + config.tech_context))
             & text.str.contains(everyday)
         )
-        word = text.str.extract(f"({everyday})", 1).str.strip_chars()
-        hits.append(pl.when(fires).then(pl.lit(term.term + ":") + word).otherwise(pl.lit(None, pl.Utf8)))
-    subset = subset.with_columns(pl.concat_list(hits).list.drop_nulls().alias("_sense")).select(
-        _ROW, "_sense"
-    )
-    return rows.join(subset, on=_ROW, how="left", maintain_order="left")
+        word = text.str.extract(f"({everyday})", 1).str.strip_chars(" ()[],.;:!?")
+        hits.append(pl.when(fires).then(pl.lit(term.term + ":") + word))
+    found = subset.select(pl.coalesce(hits)).to_series()
+    return result.scatter(rows, found)
 
 
 def _flags_and_reasons(
-    rows: pl.DataFrame, config: CleanRules, effective: dict[str, str], settings: dict[str, Any]
-) -> pl.DataFrame:
-    normal = pl.col("_only").is_null()
-    hyde_len = pl.col("_hyde_len")
+    config: CleanRules, effective: dict[str, str], settings: dict[str, Any]
+) -> tuple[pl.Expr, pl.Expr]:
+    """Expressions over the row facts: the ``flags`` list and the reject reason."""
+    normal = pl.col("only").is_null()
+    hyde_len = pl.col("hyde_len")
     lo, hi = int(settings["hyde_min_chars"]), int(settings["hyde_max_chars"])
     required = [k for k in settings["required_kinds"] if k in ("lex", "vec", "hyde")]
     none = pl.lit(None, pl.Utf8)
-    # rule -> list of flag expressions (each a Utf8 or null)
     detections: dict[str, list[pl.Expr]] = {
         "only_mode_missing_kind": [
-            pl.when(~normal & (pl.col("_n_only") == 0)).then(
-                pl.lit("only_mode_missing_kind:") + pl.col("_only")
+            pl.when(~normal & (pl.col("n_only") == 0)).then(
+                pl.lit("only_mode_missing_kind:") + pl.col("only")
             )
         ],
         "everyday_sense": [
-            pl.when(pl.col("_sense").list.len() > 0).then(
-                pl.lit("everyday_sense:") + pl.col("_sense").list.first().str.split(":").list.first()
+            pl.when(pl.col("sense").is_not_null()).then(
+                pl.lit("everyday_sense:") + pl.col("sense").str.split(":").list.first()
             )
         ],
         "boilerplate": [
-            pl.when(pl.col("_boiler_kinds").list.contains(k)).then(pl.lit(f"boilerplate:{k}"))
-            for k in settings["boilerplate_kinds"]
+            pl.when(pl.col(f"boiler_{k}")).then(pl.lit(f"boilerplate:{k}")) for k in ("hyde", "vec")
         ],
-        "lex_filler": [pl.when(pl.col("_padded_row")).then(pl.lit("lex_filler"))],
-        "echo": [
-            pl.when(pl.col("_echo_kinds").list.contains(k)).then(pl.lit(f"echo:{k}")) for k in ("lex", "vec")
-        ],
+        "lex_filler": [pl.when(pl.col("padded")).then(pl.lit("lex_filler"))],
+        "echo": [pl.when(pl.col(f"echo_{k}")).then(pl.lit(f"echo:{k}")) for k in ("lex", "vec")],
         "missing_kinds": [
-            pl.when(normal & (pl.col(f"_n_{k}") == 0)).then(pl.lit(f"missing:{k}")) for k in required
+            pl.when(normal & (pl.col(f"n_{k}") == 0)).then(pl.lit(f"missing:{k}")) for k in required
         ],
         "only_mode_other_kinds": [
-            pl.when(~normal & (pl.col("_n_other") > 0)).then(pl.lit("only_mode_other_kinds"))
+            pl.when(~normal & (pl.col("n_other") > 0)).then(pl.lit("only_mode_other_kinds"))
         ],
         "hyde_length": [
-            pl.when(normal & hyde_len.is_not_null() & (hyde_len < lo)).then(pl.lit("hyde_length:short")),
-            pl.when(normal & hyde_len.is_not_null() & (hyde_len > hi)).then(pl.lit("hyde_length:long")),
+            pl.when(normal & (hyde_len >= 0) & (hyde_len < lo)).then(pl.lit("hyde_length:short")),
+            pl.when(normal & (hyde_len > hi)).then(pl.lit("hyde_length:long")),
         ],
     }
     flag_exprs: list[pl.Expr] = []
@@ -511,15 +608,16 @@ def _flags_and_reasons(
         if action == "off":
             continue
         fired = [e.otherwise(none) for e in detections[name]]
-        if not fired:
-            continue
         if action == "reject":
             any_fired = pl.any_horizontal([e.is_not_null() for e in fired])
             reason = pl.when(any_fired).then(pl.lit(config.rules[name].reason)).otherwise(reason)
         else:
             flag_exprs = fired + flag_exprs
-    flags = pl.concat_list(flag_exprs).list.drop_nulls() if flag_exprs else pl.lit([], pl.List(pl.Utf8))
-    return rows.with_columns(flags.alias(FLAGS), reason.alias(REASON))
+    if not flag_exprs:
+        return pl.lit([], pl.List(pl.Utf8)), reason
+    joined = pl.concat_str(flag_exprs, separator=",", ignore_nulls=True)
+    flags = pl.when(joined == "").then(pl.lit([], pl.List(pl.Utf8))).otherwise(joined.str.split(","))
+    return flags, reason
 
 
 # ---------------------------------------------------------------- report helpers
@@ -530,28 +628,3 @@ def _flag_breakdown(kept: pl.DataFrame) -> dict[str, int]:
         return {}
     counts = kept.select(pl.col(FLAGS).explode().drop_nulls().value_counts(sort=True)).to_series().to_list()
     return {entry[FLAGS]: int(entry["count"]) for entry in counts}
-
-
-def _top_signatures(items: pl.DataFrame, settings: dict[str, Any], top: int = 20) -> list[dict[str, Any]]:
-    marked = items.filter(pl.col("_sig_queries").is_not_null())
-    if marked.height == 0:
-        return []
-    grouped = (
-        marked.group_by("kind", "_sig")
-        .agg(
-            pl.col("_sig_queries").first().alias("queries"),
-            pl.len().alias("items"),
-            pl.col("text").first().alias("example"),
-        )
-        .sort("queries", descending=True)
-        .head(top)
-    )
-    return [
-        {"kind": k, "signature": s, "queries": int(q), "items": int(n), "example": e}
-        for k, s, q, n, e in grouped.iter_rows()
-    ]
-
-
-def _sense_examples(rows: pl.DataFrame, top: int = 20) -> list[dict[str, Any]]:
-    hit = rows.filter(pl.col("_sense").list.len() > 0).head(top)
-    return [{"query": q, "matches": list(s)} for q, s in hit.select("query", "_sense").iter_rows()]

@@ -33,8 +33,10 @@ Counts are rows for the query fixes and items for the item fixes.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
+from qmd_finetune.curate._items import flatten, per_row_sum, rebuild
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.records import KIND_ORDER, KINDS
 
@@ -49,8 +51,9 @@ _ROLE_LINE = r"(?m)^\s*(?:system|user|assistant)\s*$"
 _THINK_BLOCK = r"(?s)<think>.*?</think>|<think>.*$|</think>"
 _OWN_PREFIX = r"(?i)^\s*{kind}\s*:\s*"
 
-_ROW = "_nrow"
-_POS = "_npos"
+# Items matching this need string work; the rest (nearly all) are left alone.
+_SUSPECT_NO_ARTIFACTS = r"^\s|\s$|\s\s|[\t\n\r\f\v]|^(?i:lex|vec|hyde)\s*:"
+_SUSPECT = _SUSPECT_NO_ARTIFACTS + r"|<\|[a-z_]+\|>|</?think>|(?m:^\s*(?:system|user|assistant)\s*$)"
 
 
 def normalize_query(query: pl.Expr) -> pl.Expr:
@@ -79,96 +82,99 @@ def run(
     """Normalize queries and items; reject rows with an empty query or no usable item."""
     columns = frame.columns
     counts: dict[str, int] = {}
-    data = frame.with_row_index(_ROW)
 
     # ---- query
-    query = normalize_query(pl.col("query").fill_null(""))
-    data = data.with_columns(query.alias("_q0"))
-    counts["fixed_query_whitespace"] = int((data["_q0"] != frame["query"].fill_null("")).sum())
+    original = frame["query"].fill_null("")
+    query = original.to_frame().select(normalize_query(pl.col("query"))).to_series()
+    counts["fixed_query_whitespace"] = int((query != original).sum())
     if modernize_only:
-        legacy, variant = _modernize_only(pl.col("_q0"))
-        data = data.with_columns(legacy.alias("_q1")).with_columns(variant.alias("_q2"))
-        counts["modernized_only_mode"] = int((data["_q1"] != data["_q0"]).sum())
-        counts["fixed_only_spelling"] = int((data["_q2"] != data["_q1"]).sum())
-        data = data.with_columns(pl.col("_q2").alias("query")).drop("_q0", "_q1", "_q2")
+        legacy, variant = _modernize_only(pl.col("query"))
+        fixed = query.to_frame().select(legacy.alias("legacy"), variant.alias("variant"))
+        counts["modernized_only_mode"] = int((fixed["legacy"] != query).sum())
+        counts["fixed_only_spelling"] = int((fixed["variant"] != fixed["legacy"]).sum())
+        query = fixed["variant"]
+
+    # ---- items, flat: the string work runs only on the items that need it
+    flat = flatten(frame["output"])
+    kind = flat.kind
+    known_exact = kind.is_in(list(KINDS))
+    if not known_exact.all():
+        lowered = kind.str.strip_chars().str.to_lowercase()
+        counts["fixed_kind_case"] = int(((lowered != kind) & lowered.is_in(list(KINDS))).sum())
+        kind = lowered
     else:
-        data = data.with_columns(pl.col("_q0").alias("query")).drop("_q0")
-
-    # ---- items: one row per item, fixed with vectorized string expressions, then regrouped
-    items = (
-        data.select(_ROW, "output")
-        .explode("output")
-        .with_columns(pl.int_range(pl.len()).over(_ROW).alias(_POS))
-        .filter(pl.col("output").is_not_null())
-        .select(
-            _ROW,
-            _POS,
-            pl.col("output").list.get(0, null_on_oob=True).alias("_kind0"),
-            pl.col("output").list.get(1, null_on_oob=True).alias("_text0"),
-        )
-    )
-    kind = pl.col("_kind0").fill_null("").str.strip_chars().str.to_lowercase()
-    items = items.with_columns(kind.alias("kind"))
-    counts["fixed_kind_case"] = int((items["kind"] != items["_kind0"].fill_null("")).sum())
-
-    text = pl.col("_text0").fill_null("")
-    own_prefix = pl.lit(None, pl.Utf8)
-    for k in KINDS:
-        own_prefix = (
-            pl.when(pl.col("kind") == k)
-            .then(text.str.replace(_OWN_PREFIX.format(kind=k), ""))
-            .otherwise(own_prefix)
-        )
-    items = items.with_columns(pl.coalesce(own_prefix, text).alias("_text1"))
-    counts["stripped_text_prefix"] = int((items["_text1"] != items["_text0"].fill_null("")).sum())
-
-    if strip_artifacts:
-        items = items.with_columns(pl.col("_text1").str.replace_all(_THINK_BLOCK, " ").alias("_text2"))
-        counts["stripped_think_blocks"] = int((items["_text2"] != items["_text1"]).sum())
-        items = items.with_columns(
-            pl.col("_text2")
-            .str.replace_all(_CHAT_TOKENS, "\n")
-            .str.replace_all(_ROLE_LINE, " ")
-            .alias("_text3")
-        )
-        counts["stripped_chat_artifacts"] = int((items["_text3"] != items["_text2"]).sum())
+        counts["fixed_kind_case"] = 0
+    text = flat.text
+    suspect = text.str.contains(_SUSPECT if strip_artifacts else _SUSPECT_NO_ARTIFACTS) | (text == "")
+    if suspect.any():
+        index = np.flatnonzero(suspect.to_numpy())
+        part = pl.DataFrame({"kind": kind.gather(index), "t0": text.gather(index)})
+        own_prefix = pl.col("t0")
+        for k in KINDS:
+            own_prefix = (
+                pl.when(pl.col("kind") == k)
+                .then(pl.col("t0").str.replace(_OWN_PREFIX.format(kind=k), ""))
+                .otherwise(own_prefix)
+            )
+        part = part.with_columns(own_prefix.alias("t1"))
+        if strip_artifacts:
+            part = part.with_columns(pl.col("t1").str.replace_all(_THINK_BLOCK, " ").alias("t2"))
+            # Role lines count only inside a chat transcript (a newline or a template token):
+            # a lone "user" may be a real lex line.
+            transcript = pl.col("t2").str.contains(r"[\n\r]|<\|")
+            stripped = pl.col("t2").str.replace_all(_CHAT_TOKENS, "\n").str.replace_all(_ROLE_LINE, " ")
+            part = part.with_columns(pl.when(transcript).then(stripped).otherwise(pl.col("t2")).alias("t3"))
+        else:
+            part = part.with_columns(pl.col("t1").alias("t2"), pl.col("t1").alias("t3"))
+        part = part.with_columns(pl.col("t3").str.replace_all(_WS, " ").str.strip_chars().alias("t4"))
+        counts["stripped_text_prefix"] = int((part["t1"] != part["t0"]).sum())
+        counts["stripped_think_blocks"] = int((part["t2"] != part["t1"]).sum())
+        counts["stripped_chat_artifacts"] = int((part["t3"] != part["t2"]).sum())
+        counts["fixed_item_whitespace"] = int(((part["t4"] != part["t3"]) & (part["t4"] != "")).sum())
+        text = text.scatter(index, part["t4"])
     else:
-        items = items.with_columns(pl.col("_text1").alias("_text3"))
+        for name in (
+            "stripped_text_prefix",
+            "stripped_think_blocks",
+            "stripped_chat_artifacts",
+            "fixed_item_whitespace",
+        ):
+            counts[name] = 0
 
-    items = items.with_columns(pl.col("_text3").str.replace_all(_WS, " ").str.strip_chars().alias("text"))
-    changed_ws = (items["text"] != items["_text3"]) & (items["text"].str.len_chars() > 0)
-    counts["fixed_item_whitespace"] = int(changed_ws.sum())
+    known = kind.is_in(list(KINDS)).to_numpy()
+    nonempty = (text != "").to_numpy()
+    counts["dropped_unknown_kind_items"] = int((~known).sum())
+    counts["dropped_empty_items"] = int((known & ~nonempty).sum())
+    keep = known & nonempty
+    row = flat.row[keep]
+    kind, text = kind.filter(keep), text.filter(keep)
+    lengths = per_row_sum(keep, flat.lengths)
 
-    known = pl.col("kind").is_in(list(KINDS))
-    counts["dropped_unknown_kind_items"] = int(items.select((~known).sum()).item())
-    counts["dropped_empty_items"] = int(items.select((known & (pl.col("text") == "")).sum()).item())
-    items = items.filter(known & (pl.col("text") != ""))
+    order = kind.replace_strict(KIND_ORDER, default=len(KINDS), return_dtype=pl.Int8).to_numpy()
+    backwards = np.zeros(len(order), dtype=bool)
+    backwards[1:] = (order[1:] < order[:-1]) & (row[1:] == row[:-1])
+    counts["reordered_hyde_first"] = 0
+    if hyde_first and backwards.any():
+        counts["reordered_hyde_first"] = int((per_row_sum(backwards, lengths) > 0).sum())
+        permutation = np.lexsort((order, row))  # stable: order within a kind is kept
+        kind, text = kind.gather(permutation), text.gather(permutation)
+    output = rebuild(kind, text, lengths)
 
-    if hyde_first:
-        order = pl.col("kind").replace_strict(KIND_ORDER, default=len(KINDS), return_dtype=pl.Int32)
-        items = items.with_columns(order.alias("_order"))
-        out_of_order = items.group_by(_ROW).agg((pl.col("_order").diff() < 0).any().alias("_bad"))
-        counts["reordered_hyde_first"] = int(out_of_order["_bad"].sum())
-        items = items.sort(_ROW, "_order", _POS)
-    else:
-        items = items.sort(_ROW, _POS)
-    grouped = items.group_by(_ROW, maintain_order=True).agg(pl.concat_list("kind", "text").alias("output"))
-
-    data = data.rename({"output": "_output_in"}).join(grouped, on=_ROW, how="left", maintain_order="left")
+    data = frame.with_columns(query.alias("query"), output.alias("_output_new"))
     reason = (
         pl.when(pl.col("query") == "")
         .then(pl.lit(REJECT_EMPTY_QUERY))
-        .when(pl.col("output").is_null() | (pl.col("output").list.len() == 0))
+        .when(pl.col("_output_new").list.len() == 0)
         .then(pl.lit(REJECT_NO_ITEMS))
         .otherwise(pl.lit(None, pl.Utf8))
     )
     data = data.with_columns(reason.alias(REASON))
-    kept = data.filter(pl.col(REASON).is_null()).select(columns)
-    # The ledger keeps what the row held before normalize: that is what a person must see.
-    rejected = (
-        data.filter(pl.col(REASON).is_not_null())
-        .with_columns(pl.col("_output_in").alias("output"))
-        .select(*columns, REASON)
+    kept = (
+        data.filter(pl.col(REASON).is_null())
+        .with_columns(pl.col("_output_new").alias("output"))
+        .select(columns)
     )
+    # The ledger keeps what the row held before normalize: that is what a person must see.
+    rejected = data.filter(pl.col(REASON).is_not_null()).select(*columns, REASON)
     report = {"rows_in": frame.height, "fixes": {k: v for k, v in counts.items() if v}}
     return StageResult(kept=kept, rejected=rejected, counts=counts, report=report)

