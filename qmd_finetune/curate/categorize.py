@@ -1,0 +1,405 @@
+"""Categorize stage: a category and facets per row, each assignment explained.
+
+The taxonomy lives in ``data/taxonomy.yaml`` (categories with ``weight``, ``keywords`` and
+``patterns``; ``aliases``; ``non_topical`` labels; ``facets``). Per row:
+
+- ``category``: an existing category is kept (mapped through ``aliases``) unless
+  ``recategorize=True`` or it is ``non_topical`` (e.g. ``diverse_addon``, a label of where
+  a row came from). Otherwise the category with the most keyword/pattern hits on the query
+  wins, ties to the category listed first; with no hit on the query the lex/vec lines are
+  tried (``use_output``); with none there either the taxonomy's ``default``.
+- ``category_reason`` (Utf8): why, e.g. ``keyword 'docker', 'compose' -> technology``,
+  ``pattern '(?i)\\bcauses of\\b' -> history``, ``kept existing 'arts' (alias of arts_culture)``,
+  ``no keyword or pattern matched -> general``.
+- ``facets`` (List(Utf8)): ``short_query``, ``temporal``, ``named_entity`` (the reward's
+  entity rules, vectorized), ``only_mode``, ``personal_notes``.
+
+No row is rejected. Keyword and pattern tests run once per distinct query.
+
+Options (keyword, typed):
+
+- ``taxonomy: str | Path | Taxonomy | None = None`` taxonomy file (default ``data/taxonomy.yaml``).
+- ``recategorize: bool = False`` assign every row, ignoring existing categories.
+- ``use_output: bool = True`` fall back to the lex/vec lines when the query matches nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import yaml
+
+from qmd_finetune.curate.clean import word_pattern
+from qmd_finetune.curate.stage import StageResult, empty_rejected
+from qmd_finetune.resources import data_path
+from qmd_finetune.reward import KEY_TERM_STOPWORDS
+
+REASON_COLUMN = "category_reason"
+FACETS = "facets"
+FACET_NAMES = ("short_query", "temporal", "named_entity", "only_mode", "personal_notes")
+_ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
+_ENTITY_STRIP = ".,!?:;()[]\"'"
+
+
+@dataclass
+class Category:
+    name: str
+    weight: float
+    description: str = ""
+    keywords: list[str] = field(default_factory=list)
+    patterns: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Taxonomy:
+    categories: list[Category]
+    default: str
+    aliases: dict[str, str]
+    non_topical: set[str]
+    facets: dict[str, dict[str, Any]]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    def weights(self) -> dict[str, float]:
+        return {c.name: c.weight for c in self.categories}
+
+    def canonical(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+
+def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
+    """Read and check a taxonomy file (bad regexes and unknown aliases fail here)."""
+    source = Path(path) if path is not None else data_path("taxonomy.yaml")
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    categories = []
+    for name, spec in (raw.get("categories") or {}).items():
+        spec = spec or {}
+        category = Category(
+            name=str(name),
+            weight=float(spec.get("weight", 0.0)),
+            description=str(spec.get("description", "")),
+            keywords=[str(k) for k in spec.get("keywords") or []],
+            patterns=[str(p) for p in spec.get("patterns") or []],
+            examples=[str(e) for e in spec.get("examples") or []],
+        )
+        for pattern in category.patterns:
+            _check_regex(pattern, f"{source}: category {name}")
+        categories.append(category)
+    if not categories:
+        raise ValueError(f"{source}: no categories")
+    names = {c.name for c in categories}
+    default = str(raw.get("default") or categories[-1].name)
+    if default not in names:
+        raise ValueError(f"{source}: default {default!r} is not a category")
+    aliases = {str(k).lower(): str(v) for k, v in (raw.get("aliases") or {}).items()}
+    for alias, target in aliases.items():
+        if target not in names:
+            raise ValueError(f"{source}: alias {alias!r} points at unknown category {target!r}")
+    facets = {str(k): dict(v or {}) for k, v in (raw.get("facets") or {}).items()}
+    for name, spec in facets.items():
+        if name not in FACET_NAMES:
+            raise ValueError(f"{source}: unknown facet {name!r} (known: {', '.join(FACET_NAMES)})")
+        for pattern in spec.get("patterns") or []:
+            _check_regex(str(pattern), f"{source}: facet {name}")
+    non_topical = {str(x).lower() for x in raw.get("non_topical") or []}
+    return Taxonomy(categories, default, aliases, non_topical, facets)
+
+
+def _check_regex(pattern: str, where: str) -> None:
+    try:
+        re.compile(pattern.replace("(?i)", ""))
+        pl.Series([""]).str.contains(pattern)
+    except Exception as error:  # polars and Python report regex errors differently
+        raise ValueError(f"{where}: bad pattern {pattern!r}: {error}") from None
+
+
+# ---------------------------------------------------------------- matching
+
+
+def _hits(text: pl.Expr, category: Category) -> tuple[pl.Expr, pl.Expr]:
+    """(hit count, matched keywords/patterns as a list) of one category on ``text``."""
+    parts_count: list[pl.Expr] = []
+    parts_names: list[pl.Expr] = []
+    if category.keywords:
+        found = text.str.to_lowercase().str.extract_all(word_pattern(category.keywords))
+        found = found.list.eval(pl.element().str.strip_chars(" ()[],.;:!?")).list.unique(maintain_order=True)
+        parts_count.append(found.list.len())
+        parts_names.append(found.list.eval(pl.lit("'") + pl.element() + pl.lit("'")))
+    for pattern in category.patterns:
+        hit = text.str.contains(pattern)
+        parts_count.append(hit.cast(pl.UInt32))
+        parts_names.append(
+            pl.when(hit)
+            .then(pl.lit([f"pattern {pattern!r}"], pl.List(pl.Utf8)))
+            .otherwise(pl.lit([], pl.List(pl.Utf8)))
+        )
+    if not parts_count:
+        return pl.lit(0, pl.UInt32), pl.lit([], pl.List(pl.Utf8))
+    return pl.sum_horizontal(parts_count).cast(pl.UInt32), pl.concat_list(parts_names)
+
+
+def _assign(texts: pl.Series, taxonomy: Taxonomy) -> pl.DataFrame:
+    """Best category (or null), its hits and a reason, for each distinct text."""
+    frame = texts.rename("t").to_frame()
+    count_cols, name_cols = [], []
+    for i, category in enumerate(taxonomy.categories):
+        count, names = _hits(pl.col("t"), category)
+        count_cols.append(count.alias(f"c{i}"))
+        name_cols.append(names.alias(f"n{i}"))
+    scored = frame.with_columns(count_cols + name_cols)
+    counts = scored.select([f"c{i}" for i in range(len(taxonomy.categories))]).to_numpy()
+    best = counts.argmax(axis=1)  # first maximum: ties go to the category listed first
+    best_count = counts[np.arange(len(best)), best]
+    names = taxonomy.names
+    chosen = [names[b] if c > 0 else None for b, c in zip(best.tolist(), best_count.tolist())]
+    matched: list[str | None] = []
+    name_lists = [scored[f"n{i}"] for i in range(len(names))]
+    for row, (b, c) in enumerate(zip(best.tolist(), best_count.tolist())):
+        if c == 0:
+            matched.append(None)
+            continue
+        terms = name_lists[b][row]
+        keywords = [t for t in terms if not t.startswith("pattern ")]
+        patterns = [t for t in terms if t.startswith("pattern ")]
+        label = []
+        if keywords:
+            label.append(("keyword " if len(keywords) == 1 else "keywords ") + ", ".join(keywords[:4]))
+        label.extend(patterns[:2])
+        matched.append(" + ".join(label))
+    return pl.DataFrame(
+        {"t": texts, "category": chosen, "matched": matched, "hits": best_count.astype(np.int64)},
+        schema={"t": pl.Utf8, "category": pl.Utf8, "matched": pl.Utf8, "hits": pl.Int64},
+    )
+
+
+def entity_expr(base: pl.Expr) -> pl.Expr:
+    """True when ``reward.extract_entities(base)`` is non-empty (its rules 1-4, vectorized).
+
+    Rule 5 (a word after an entity) only adds entities once one exists, so it does not
+    change whether there is any.
+    """
+    word = pl.element().str.strip_chars(_ENTITY_STRIP)
+    length = word.str.len_chars()
+    first = word.str.slice(0, 1)
+    rest = word.str.slice(1)
+    is_upper = (word == word.str.to_uppercase()) & (word != word.str.to_lowercase())
+    first_upper = (first == first.str.to_uppercase()) & (first != first.str.to_lowercase())
+    rule1 = is_upper & (length >= 2)
+    rule2 = (
+        (pl.int_range(pl.len()) > 0)
+        & first_upper
+        & ~word.str.to_lowercase().is_in(sorted(KEY_TERM_STOPWORDS))
+    )
+    rule3 = (length >= 2) & word.str.contains(r"[.+\-#@]")
+    rule4 = (length > 1) & first_upper & (rest != rest.str.to_lowercase())
+    words = base.str.extract_all(r"\S+")
+    return words.list.eval((length > 0) & (rule1 | rule2 | rule3 | rule4)).list.any().fill_null(False)
+
+
+def _facets(queries: pl.Series, taxonomy: Taxonomy) -> pl.DataFrame:
+    """Facet flags for each distinct query."""
+    specs = taxonomy.facets
+    base = pl.col("q").str.replace(_ONLY_SUFFIX, "").str.strip_chars()
+    exprs: list[pl.Expr] = []
+    if "short_query" in specs:
+        max_words = int(specs["short_query"].get("max_words", 2))
+        exprs.append((base.str.extract_all(r"\S+").list.len() <= max_words).alias("short_query"))
+    for name in ("temporal", "personal_notes"):
+        if name in specs:
+            spec = specs[name]
+            tests = []
+            if spec.get("keywords"):
+                tests.append(base.str.contains(word_pattern([str(k) for k in spec["keywords"]])))
+            tests.extend(base.str.contains(str(p)) for p in spec.get("patterns") or [])
+            exprs.append((pl.any_horizontal(tests) if tests else pl.lit(False)).alias(name))
+    if "named_entity" in specs:
+        exprs.append(entity_expr(base).alias("named_entity"))
+    if "only_mode" in specs:
+        exprs.append(pl.col("q").str.contains(_ONLY_SUFFIX).alias("only_mode"))
+    frame = queries.rename("q").to_frame().with_columns(exprs)
+    names = [n for n in FACET_NAMES if n in frame.columns]
+    if not names:
+        return frame.with_columns(pl.lit([], pl.List(pl.Utf8)).alias(FACETS)).select("q", FACETS)
+    joined = pl.concat_str(
+        [pl.when(pl.col(n)).then(pl.lit(n)) for n in names], separator=",", ignore_nulls=True
+    )
+    facets = pl.when(joined == "").then(pl.lit([], pl.List(pl.Utf8))).otherwise(joined.str.split(","))
+    return frame.select("q", facets.alias(FACETS))
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(
+    frame: pl.DataFrame,
+    *,
+    taxonomy: str | Path | Taxonomy | None = None,
+    recategorize: bool = False,
+    use_output: bool = True,
+) -> StageResult:
+    """Set ``category``, ``category_reason`` and ``facets`` on every row; rejects nothing."""
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    columns = [c for c in frame.columns if c not in (REASON_COLUMN, FACETS)]
+    data = frame.select(columns)
+    if "category" not in data.columns:
+        data = data.with_columns(pl.lit(None, pl.Utf8).alias("category"))
+        columns.append("category")
+    query = data["query"].fill_null("")
+    base = query.str.replace(_ONLY_SUFFIX, "").str.strip_chars()
+    names = set(tax.names)
+
+    existing = data["category"].str.strip_chars()
+    existing_lower = existing.str.to_lowercase()
+    usable = existing.is_not_null() & (existing != "") & ~existing_lower.is_in(sorted(tax.non_topical))
+    if recategorize:
+        usable = pl.Series([False] * data.height)
+    alias_target = existing_lower.replace_strict(tax.aliases, default=None, return_dtype=pl.Utf8)
+    kept_category = pl.DataFrame({"a": alias_target, "e": existing}).select(pl.coalesce("a", "e")).to_series()
+    kept_reason = (
+        pl.DataFrame({"e": existing, "a": alias_target})
+        .select(
+            pl.when(pl.col("a").is_not_null() & (pl.col("a") != pl.col("e")))
+            .then(
+                pl.lit("kept existing '") + pl.col("e") + pl.lit("' (alias of ") + pl.col("a") + pl.lit(")")
+            )
+            .when(pl.col("e").is_in(sorted(names)))
+            .then(pl.lit("kept existing category"))
+            .otherwise(pl.lit("kept existing category (not in the taxonomy)"))
+        )
+        .to_series()
+    )
+
+    # Assign from the query, once per distinct base query.
+    distinct = base.unique()
+    assigned = _assign(distinct, tax)
+    by_query = base.rename("t").to_frame().join(assigned, on="t", how="left", maintain_order="left")
+    category = by_query["category"]
+    reason = by_query.select(
+        pl.when(pl.col("category").is_not_null())
+        .then(pl.col("matched") + pl.lit(" -> ") + pl.col("category"))
+        .otherwise(pl.lit(None, pl.Utf8))
+    ).to_series()
+    usable_np = usable.to_numpy()
+    from_output = np.zeros(data.height, dtype=bool)
+    if use_output:
+        missing = np.flatnonzero(category.is_null().to_numpy() & ~usable_np)
+        if len(missing):
+            texts = (
+                data["output"]
+                .gather(missing)
+                .list.eval(
+                    pl.element()
+                    .filter(pl.element().list.first().is_in(["lex", "vec"]))
+                    .list.get(1, null_on_oob=True)
+                )
+                .list.join(" ; ")
+            )
+            unique_texts = texts.unique()
+            from_texts = (
+                texts.rename("t")
+                .to_frame()
+                .join(_assign(unique_texts, tax), on="t", how="left", maintain_order="left")
+            )
+            hit = from_texts["category"].is_not_null().to_numpy()
+            rows = missing[hit]
+            if len(rows):
+                found = from_texts.filter(pl.Series(hit))
+                category = category.scatter(rows, found["category"])
+                reason = reason.scatter(
+                    rows,
+                    found.select(
+                        pl.lit("from lex/vec lines: ")
+                        + pl.col("matched")
+                        + pl.lit(" -> ")
+                        + pl.col("category")
+                    ).to_series(),
+                )
+                from_output[rows] = True
+    no_match = category.is_null().to_numpy() & ~usable_np
+    category = category.fill_null(tax.default)
+    reason = reason.fill_null(f"no keyword or pattern matched -> {tax.default}")
+
+    final_category = (
+        pl.DataFrame({"u": usable, "k": kept_category, "c": category})
+        .select(pl.when(pl.col("u")).then(pl.col("k")).otherwise(pl.col("c")))
+        .to_series()
+    )
+    final_reason = (
+        pl.DataFrame({"u": usable, "k": kept_reason, "c": reason})
+        .select(pl.when(pl.col("u")).then(pl.col("k")).otherwise(pl.col("c")))
+        .to_series()
+    )
+
+    # Facets need the only-mode suffix, so they are computed per distinct full query.
+    facet_frame = _facets(query.unique(), tax)
+    facet_col = (
+        query.rename("q").to_frame().join(facet_frame, on="q", how="left", maintain_order="left")[FACETS]
+    )
+
+    out = data.with_columns(
+        final_category.alias("category"), final_reason.alias(REASON_COLUMN), facet_col.alias(FACETS)
+    )
+    kept = out.select(*columns, REASON_COLUMN, FACETS)
+    alias_used = (
+        usable_np & (alias_target.is_not_null() & (alias_target != existing)).fill_null(False).to_numpy()
+    )
+    counts = {
+        "kept_existing": int(usable_np.sum()),
+        "alias_mapped": int(alias_used.sum()),
+        "assigned_from_query": int((~usable_np & ~from_output & ~no_match).sum()),
+        "assigned_from_output": int(from_output.sum()),
+        "assigned_default": int(no_match.sum()),
+    }
+    facet_counts = (
+        kept.select(pl.col(FACETS).explode().drop_nulls().value_counts(sort=True)).to_series().to_list()
+    )
+    for entry in facet_counts:
+        counts[f"facet:{entry[FACETS]}"] = int(entry["count"])
+    return StageResult(kept=kept, rejected=empty_rejected(kept), counts=counts, report=_report(kept, tax))
+
+
+def _report(kept: pl.DataFrame, tax: Taxonomy, examples: int = 3) -> dict[str, Any]:
+    if kept.height == 0:
+        return {"categories": {}, "facets": {}}
+    by_category = kept.group_by("category").agg(
+        pl.len().alias("rows"),
+        pl.col("query").head(examples).alias("examples"),
+        pl.col(REASON_COLUMN).head(examples).alias("reasons"),
+    )
+    weights = tax.weights()
+    total = kept.height
+    categories = {
+        row["category"]: {
+            "rows": int(row["rows"]),
+            "share": round(row["rows"] / total, 4),
+            "target_share": weights.get(row["category"]),
+            "examples": [{"query": q, "reason": r} for q, r in zip(row["examples"], row["reasons"])],
+        }
+        for row in by_category.sort("rows", descending=True).iter_rows(named=True)
+    }
+    facets = kept.select(pl.col(FACETS).explode().drop_nulls().value_counts(sort=True)).to_series().to_list()
+    return {
+        "categories": categories,
+        "facets": {entry[FACETS]: int(entry["count"]) for entry in facets},
+        "unknown_categories": sorted(set(categories) - set(tax.names)),
+    }
+
+
+def explain(
+    query: str, category: str | None = None, taxonomy: str | Path | Taxonomy | None = None, **options: Any
+) -> dict[str, Any]:
+    """Category, reason and facets for one query (what ``curate categorize --explain`` shows)."""
+    frame = pl.DataFrame(
+        {"query": [query], "output": [[]], "category": [category]},
+        schema={"query": pl.Utf8, "output": pl.List(pl.List(pl.Utf8)), "category": pl.Utf8},
+    )
+    row = run(frame, taxonomy=taxonomy, **options).kept.row(0, named=True)
+    return {"query": query, "category": row["category"], "reason": row[REASON_COLUMN], "facets": row[FACETS]}
