@@ -129,3 +129,36 @@ def optimize(
     if emit:
         console.print(f"dataset: {emit} ({result.emitted} records, {result.emit_failed} rejected)")
     console.print(f"run dir: {result.run_dir} (report.json, scores.json, best_prompt.txt)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def generate(
+    ctx: typer.Context,
+    prompt: Path = typer.Option(
+        ..., "--prompt", help="Prompt file, e.g. the one gepa optimize --save-prompt wrote."
+    ),
+    model: str = typer.Option(..., "--model", help="LiteLLM model string (as for generate expand)."),
+    queries: Path = typer.Option(..., "--queries", help="Queries: text (one per line) or JSONL."),
+    output: Path = typer.Option(..., "--output", help="Records JSONL (re-running resumes)."),
+) -> None:
+    """Generate a dataset with an optimized prompt: `generate expand --prompt-file PROMPT` (same runner).
+
+    Any other `generate expand` option (--api-base, --concurrency, --max-tokens, --temperature, --min-score, ...) is passed through unchanged.
+    """
+    from qmd_finetune.generate.cli import app as generate_app
+
+    if not prompt.is_file():
+        err.print(f"[red]error:[/red] --prompt: {prompt}: no such file", highlight=False)
+        raise typer.Exit(2)
+    args = [
+        "expand",
+        "--prompt-file",
+        str(prompt),
+        "--model",
+        model,
+        "--queries",
+        str(queries),
+        "--output",
+        str(output),
+    ]
+    generate_app(args=[*args, *ctx.args], prog_name="gepa generate")

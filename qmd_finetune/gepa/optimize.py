@@ -28,16 +28,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from qmd_finetune.generate.prompts import builtin_prompt_path
 from qmd_finetune.gepa.metric import Judgement, gepa_metric, judge
-from qmd_finetune.gepa.program import QueryExpander, build_lm, prompt_sha
+from qmd_finetune.gepa.program import QueryExpander, build_lm, prompt_file_text, prompt_sha
 from qmd_finetune.gepa.report import build_report
 from qmd_finetune.gepa.rubric import LABEL as RUBRIC_LABEL
 from qmd_finetune.gepa.rubric import RubricProposer
 
+DEFAULT_SEED_PROMPT = builtin_prompt_path()
+
 AUTO_LEVELS = ("light", "medium", "heavy")
 RUBRIC = "rubric"
 COMPONENT = "expand"
-DEFAULT_SEED_PROMPT = Path(__file__).resolve().parent.parent / "prompts" / "expand_v1.txt"
 
 
 class ConfigError(ValueError):
@@ -266,7 +268,7 @@ def _write_text(path: Path, text: str) -> None:
     from qmd_finetune.io import atomic_write
 
     with atomic_write(path) as fh:
-        fh.write(text.rstrip("\n") + "\n")
+        fh.write(prompt_file_text(text))
 
 
 def best_index(state: Any) -> int:

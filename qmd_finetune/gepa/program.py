@@ -20,25 +20,23 @@ from dspy.utils.exceptions import AdapterParseError
 from qmd_finetune.records import Item, RecordError, parse_expansion
 
 QUERY_PLACEHOLDER = "{query}"
-USER_TEMPLATE = "Expand this search query: {query}"
+
+
+def prompt_file_text(instruction: str) -> str:
+    """The bytes ``--save-prompt`` writes for an instruction (so hashes agree with generate's)."""
+    return instruction.strip("\n") + "\n"
 
 
 def prompt_sha(instruction: str) -> str:
-    return hashlib.sha256(instruction.encode("utf-8")).hexdigest()[:16]
+    """``meta.prompt_sha`` as ``generate expand --prompt-file`` records it for the saved file."""
+    return hashlib.sha256(prompt_file_text(instruction).encode("utf-8")).hexdigest()
 
 
-def expansion_messages(instruction: str, query: str) -> list[dict[str, str]]:
-    """The chat messages for one query: the same shape ``generate expand`` sends for a prompt file.
+def expansion_messages(instruction: str, query: str) -> list[dict[str, Any]]:
+    """The chat messages ``generate expand`` sends for this prompt file and query (its own parser)."""
+    from qmd_finetune.generate.prompts import parse_prompt
 
-    A prompt containing ``{query}`` is a template for a single user message; any other prompt is the
-    system message and the query goes in the user message.
-    """
-    if QUERY_PLACEHOLDER in instruction:
-        return [{"role": "user", "content": instruction.replace(QUERY_PLACEHOLDER, query)}]
-    return [
-        {"role": "system", "content": instruction},
-        {"role": "user", "content": USER_TEMPLATE.format(query=query)},
-    ]
+    return parse_prompt(prompt_file_text(instruction), "gepa").messages(query)
 
 
 class ExpansionAdapter(dspy.Adapter):

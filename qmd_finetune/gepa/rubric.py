@@ -11,6 +11,7 @@ It implements GEPA's ``ProposalFn`` protocol (``dspy.GEPA(instruction_proposer=.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,20 +65,33 @@ RULES: dict[str, str] = {
 }
 PRIORITY = list(RULES)
 
+# Worked examples (query, answer). In a prompt file they become a ``## Examples`` block, which
+# ``generate expand`` (and this program) send as a user/assistant turn: small models follow a
+# demonstrated turn far better than prose. Template prompts (with ``{query}``) get them inline.
 EXAMPLE = (
-    "Example for the query: ssh key authentication\n"
+    "ssh key authentication",
     "hyde: Create a key pair with ssh-keygen and add the public key to authorized_keys on the server.\n"
     "lex: ssh keygen authorized_keys setup\n"
     "lex: passwordless ssh login keygen\n"
     "vec: how do I set up ssh key based authentication\n"
-    "vec: steps to configure ssh keys for secure server access"
+    "vec: steps to configure ssh keys for secure server access",
 )
 ONLY_EXAMPLE = (
-    "Example for the query: ssh key authentication /only:lex\n"
-    "lex: ssh keygen authorized_keys setup\n"
-    "lex: passwordless ssh login keygen"
+    "ssh key authentication /only:lex",
+    "lex: ssh keygen authorized_keys setup\nlex: passwordless ssh login keygen",
 )
 EXAMPLES = {"format": EXAMPLE, "only": ONLY_EXAMPLE}
+EXAMPLES_HEADER = "## Examples"
+_EXAMPLES_RE = re.compile(r"^##\s*examples\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def demo_block(example: tuple[str, str]) -> str:
+    return f"Query: {example[0]}\n{example[1]}"
+
+
+def inline_block(example: tuple[str, str]) -> str:
+    return f"Example for the query: {example[0]}\n{example[1]}"
+
 
 RULES_HEADER = "Rules:"
 EMPHASIS_PREFIX = "Most important: "
@@ -128,22 +142,30 @@ class Instruction:
     """An instruction as the proposer edits it; parse -> render keeps the author's text in place.
 
     The paragraphs (split on blank lines) stay in order; the ``Rules:`` paragraph (the first one,
-    or a new one after the existing text) holds ``- `` lines; the proposer's examples and emphasis
-    line go after the text, and a final paragraph with ``{query}`` stays last.
+    or a new one after the existing text) holds ``- `` lines; an emphasis line goes after the text;
+    a final paragraph with ``{query}`` stays last; the ``## Examples`` section stays at the end.
     """
 
     paragraphs: list[str]
     rules: list[str] = field(default_factory=list)
     rules_at: int = 0
-    examples: list[str] = field(default_factory=list)
+    inline: list[str] = field(default_factory=list)
     emphasis: str | None = None
     tail: str = ""
+    demos: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str) -> Instruction:
-        chunks = [p.strip("\n") for p in text.strip().split("\n\n") if p.strip()]
+        text = text.strip()
+        demos: list[str] = []
+        match = _EXAMPLES_RE.search(text)
+        if match:
+            demos = [block.strip() for block in re.split(r"\n\s*\n", text[match.end() :]) if block.strip()]
+            text = text[: match.start()].strip()
+        chunks = [p.strip("\n") for p in text.split("\n\n") if p.strip()]
         tail = chunks.pop() if len(chunks) > 1 and QUERY_PLACEHOLDER in chunks[-1] else ""
-        inst = cls(paragraphs=[], tail=tail)
+        inst = cls(paragraphs=[], tail=tail, demos=demos)
+        inline_examples = {inline_block(e) for e in EXAMPLES.values()}
         rules_seen = False
         for chunk in chunks:
             if chunk.startswith(RULES_HEADER + "\n") and not rules_seen:
@@ -154,8 +176,8 @@ class Instruction:
                         inst.rules.append(line[2:] if line.startswith("- ") else line)
                     else:
                         inst.rules[-1] += "\n" + line
-            elif chunk in EXAMPLES.values():
-                inst.examples.append(chunk)
+            elif chunk in inline_examples:
+                inst.inline.append(chunk)
             elif chunk.startswith(EMPHASIS_PREFIX):
                 inst.emphasis = chunk[len(EMPHASIS_PREFIX) :]
             else:
@@ -164,16 +186,32 @@ class Instruction:
             inst.rules_at = len(inst.paragraphs)
         return inst
 
+    @property
+    def is_template(self) -> bool:
+        return bool(self.tail) or any(QUERY_PLACEHOLDER in p for p in self.paragraphs)
+
+    def add_example(self, example: tuple[str, str]) -> bool:
+        """Add a worked example (a demo turn, or inline for template prompts); False if present."""
+        block, target = (
+            (inline_block(example), self.inline) if self.is_template else (demo_block(example), self.demos)
+        )
+        if block in target:
+            return False
+        target.append(block)
+        return True
+
     def render(self) -> str:
         parts = list(self.paragraphs[: self.rules_at])
         if self.rules:
             parts.append("\n".join([RULES_HEADER, *(f"- {rule}" for rule in self.rules)]))
         parts.extend(self.paragraphs[self.rules_at :])
-        parts.extend(self.examples)
+        parts.extend(self.inline)
         if self.emphasis:
             parts.append(EMPHASIS_PREFIX + self.emphasis)
         if self.tail:
             parts.append(self.tail)
+        if self.demos:
+            parts.append(EXAMPLES_HEADER + "\n" + "\n\n".join(self.demos))
         return "\n\n".join(parts)
 
 
@@ -195,8 +233,7 @@ def edit_instruction(text: str, counts: Counter[str], max_new_rules: int = 2) ->
         inst.rules.append(RULES[category])
         edits.append(f"add rule [{category}]")
         example = EXAMPLES.get(category)
-        if example and example not in inst.examples:
-            inst.examples.append(example)
+        if example and inst.add_example(example):
             edits.append(f"add example [{category}]")
     if not edits and ranked:
         top = RULES[ranked[0]]

@@ -27,7 +27,7 @@ Reply = Callable[[str, str], str]
 
 def rule_following_reply(system: str, user: str) -> str:
     """Replies that get better with each rubric rule the prompt carries."""
-    query = user.split(":", 1)[1].strip() if ":" in user else user.strip()
+    query = user.strip()
     lines = [] if RULES["format"] in system else ["Sure! Here are some expansions for your query:"]
     if RULES["echo"] in system:
         lines += [f"lex: {query} configuration reference", f"lex: {query} tutorial examples walkthrough"]

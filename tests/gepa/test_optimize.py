@@ -17,7 +17,9 @@ SEED = "Expand the search query into hyde, lex and vec lines."
 runner = CliRunner()
 
 
-def optimize_args(server, query_file: Path, tmp_path: Path, run_dir: Path, budget: int, *extra: str) -> list[str]:
+def optimize_args(
+    server, query_file: Path, tmp_path: Path, run_dir: Path, budget: int, *extra: str
+) -> list[str]:
     seed = tmp_path / "seed.txt"
     seed.write_text(SEED + "\n", encoding="utf-8")
     return [
@@ -48,7 +50,15 @@ def test_optimize_improves_the_prompt_and_writes_every_output(chat_server, query
     emit_path = tmp_path / "emitted.jsonl"
     result = run_cli(
         optimize_args(
-            chat_server, query_file, tmp_path, run_dir, 40, "--save-program", str(program_path), "--emit", str(emit_path)
+            chat_server,
+            query_file,
+            tmp_path,
+            run_dir,
+            40,
+            "--save-program",
+            str(program_path),
+            "--emit",
+            str(emit_path),
         )
     )
     assert "rule-based proposer" in result.output and "mean" in result.output
@@ -104,7 +114,9 @@ def test_rerun_with_the_same_run_dir_resumes_instead_of_restarting(chat_server, 
         c["instruction"] for c in first["candidates"]
     ]
     # The seed's validation pass was answered from the run's cache, not the server.
-    seed_requests = [r for r in chat_server.requests[calls_after_first:] if r["messages"][0]["content"] == SEED]
+    seed_requests = [
+        r for r in chat_server.requests[calls_after_first:] if r["messages"][0]["content"] == SEED
+    ]
     assert seed_requests == []
 
     # Budget already spent: a third run changes nothing and calls no model.

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from qmd_finetune.generate.prompts import parse_prompt
 from qmd_finetune.gepa.metric import judge
 from qmd_finetune.gepa.optimize import DEFAULT_SEED_PROMPT
 from qmd_finetune.gepa.rubric import (
@@ -26,9 +27,9 @@ def reflective(query: str, reply: str) -> dict:
 
 
 def test_worked_examples_have_no_deductions():
-    full = score("ssh key authentication", EXAMPLE.split("\n", 1)[1])
+    full = score(*EXAMPLE)
     assert full.deductions == [] and full.rating == "Excellent"
-    only = score("ssh key authentication /only:lex", ONLY_EXAMPLE.split("\n", 1)[1])
+    only = score(*ONLY_EXAMPLE)
     assert only.deductions == [] and only.rating == "Excellent"
 
 
@@ -62,15 +63,25 @@ def test_edits_add_the_most_frequent_rules_first_then_reorder_then_emphasize():
     assert edit_instruction(fourth, Counter({"hyde": 2})) == (fourth, [])
 
 
-def test_format_failures_add_a_worked_example():
+def test_format_failures_add_a_worked_example_as_a_demo_turn():
     text, edits = edit_instruction(SEED, Counter({"format": 2}))
-    assert "add example [format]" in edits and EXAMPLE in text
+    assert "add example [format]" in edits
+    prompt = parse_prompt(text, "t")
+    assert prompt.examples == (EXAMPLE,)
+    messages = prompt.messages("auth")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert RULES["format"] in messages[0]["content"] and messages[-1]["content"] == "auth"
+    again, edits = edit_instruction(text, Counter({"format": 2, "only": 1}))
+    assert parse_prompt(again, "t").examples == (EXAMPLE, ONLY_EXAMPLE)
+    assert Instruction.parse(again).render() == again
 
 
-def test_query_template_paragraph_stays_last():
+def test_query_template_keeps_its_placeholder_last_and_gets_inline_examples():
     template = SEED + "\n\nQuery: {query}"
-    text, _ = edit_instruction(template, Counter({"echo": 1}))
+    text, _ = edit_instruction(template, Counter({"format": 1, "echo": 1}))
     assert text.endswith("Query: {query}") and RULES["echo"] in text
+    assert "Example for the query: ssh key authentication" in text and "## Examples" not in text
+    assert Instruction.parse(text).render() == text
 
 
 def test_existing_rules_section_is_extended_in_place():
