@@ -1100,6 +1100,9 @@ def test_only_lex_quality_key_terms_and_generic() -> None:
     s = score(QL, f"lex: {LEX1}\nlex: search for")
     assert s.dimensions["quality"] == 10.0
     assert "generic lex: search for" in s.deductions
+    # generic but keeping the key term: query "go /only:lex", lex "go search for" keeps "go" and is
+    # generic ("search for" removed leaves "go"); "go modules" is neither: 10 + 5 + 0 = 15
+    assert dims("go /only:lex", "lex: go search for\nlex: go modules")["quality"] == 15.0
 
 
 def test_only_vec_quality_natural() -> None:
