@@ -504,7 +504,7 @@ def _remove_fillers(
     values = pl.Series([new_by_unique[u] for u in items.inverse[changed].tolist()], dtype=pl.Utf8)
     mask = np.zeros(items.n, dtype=bool)
     mask[changed] = True
-    return text.scatter(changed, values), items.count(mask) > 0
+    return text.clone().scatter(changed, values), items.count(mask) > 0
 
 
 def _rebuild_rows(

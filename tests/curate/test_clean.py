@@ -1,0 +1,287 @@
+"""clean: rules as data, flags with reasons, optional fixes; rows in == kept + rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from qmd_finetune.curate import clean, normalize
+from qmd_finetune.io import read_records, records_to_frame
+from qmd_finetune.resources import data_path
+
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "qmd-reference"
+HYDE = "A practical passage of about one sentence that answers the question with detail."
+
+
+def record(query: str, *items: tuple[str, str]) -> dict:
+    return {"query": query, "output": [list(item) for item in items]}
+
+
+def full(query: str, hyde: str = HYDE, lex: tuple[str, ...] = (), vec: tuple[str, ...] = ()) -> dict:
+    lex = lex or (f"{query} configuration settings", f"{query} common mistakes")
+    vec = vec or (f"how do people usually approach {query} in practice",)
+    return record(query, ("hyde", hyde), *[("lex", x) for x in lex], *[("vec", x) for x in vec])
+
+
+def run(records: list[dict], **options) -> clean.StageResult:
+    frame = records_to_frame(records)
+    result = clean.run(frame, **options)
+    assert result.kept.height + result.rejected.height == frame.height
+    return result
+
+
+def flags_of(records: list[dict], **options) -> list[list[str]]:
+    return run(records, **options).kept["flags"].to_list()
+
+
+# ---------------------------------------------------------------- rules file
+
+
+def test_rules_file_has_at_least_24_everyday_sense_terms_and_valid_actions():
+    rules = clean.load_rules()
+    assert len(rules.terms) >= 24
+    assert {"gem", "yarn", "liquid", "container", "branch", "decorator", "hang"} <= {
+        t.term for t in rules.terms
+    }
+    assert set(rules.rules) == set(clean.RULE_NAMES)
+
+
+def test_a_fix_action_on_a_rule_without_a_fix_fails_before_any_data(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"rules": {"hyde_length": {"action": "fix"}}}))
+    with pytest.raises(ValueError, match="has no fix"):
+        clean.load_rules(path)
+    with pytest.raises(ValueError, match="unknown clean rule"):
+        clean.run(records_to_frame([full("q")]), actions={"nope": "flag"})
+    with pytest.raises(ValueError, match="action must be"):
+        clean.run(records_to_frame([full("q")]), actions={"echo": "delete"})
+
+
+def test_word_pattern_matches_whole_words_and_symbol_terms():
+    pattern = clean.word_pattern(["decor", "hang", "c++", "next.js", "working tree"])
+    texts = pl.Series(
+        ["python decorators", "change it", "home decor", "c++ templates", "next.js app", "working  tree"]
+    )
+    assert texts.str.contains(pattern).to_list() == [False, False, True, True, True, True]
+
+
+# ---------------------------------------------------------------- everyday sense
+
+
+def test_yarn_read_as_wool_in_a_javascript_query_is_flagged():
+    bad = full(
+        "yarn workspaces setup", hyde="Yarn is spun wool used for knitting sweaters and scarves at home."
+    )
+    good = full(
+        "yarn workspaces setup", hyde="Yarn workspaces link several packages of one monorepo together."
+    )
+    assert flags_of([bad])[0] == ["everyday_sense:yarn"]
+    assert flags_of([good])[0] == []
+
+
+def test_python_decorators_does_not_match_decor():
+    query = "python decorators"
+    record_ = full(
+        query,
+        hyde="Python decorators wrap a function to add behaviour without editing the function body.",
+        lex=("python decorator syntax", "functools wraps decorators"),
+        vec=("how do decorators work in python functions",),
+    )
+    assert flags_of([record_])[0] == []
+    misread = full(query, hyde="Interior decor with bold wallpaper and vintage furniture brightens any room.")
+    assert flags_of([misread])[0] == ["everyday_sense:decorator"]
+
+
+def test_change_does_not_match_hang():
+    # "change" holds "hang", and the outputs talk about hanging pictures: still no flag.
+    record_ = full(
+        "change app icon",
+        hyde="Hang the picture frame on a wall hook, then change the icon in the app settings.",
+    )
+    assert flags_of([record_])[0] == []
+    hangs = full(
+        "app hangs on startup",
+        hyde="Hang a picture frame on the wall with a nail and a small hook for support.",
+    )
+    assert flags_of([hangs])[0] == ["everyday_sense:hang"]
+
+
+def test_everyday_words_need_a_technical_query_and_exceptions_are_ignored():
+    knitting = full(
+        "yarn for knitting a sweater",
+        hyde="Choose soft merino wool yarn for a warm knitted sweater this winter.",
+    )
+    working_tree = full(
+        "git branch cleanup", hyde="Delete merged branches; your working tree stays clean and the repo tidy."
+    )
+    bark = full(
+        "git branch cleanup", hyde="Trim each tree branch above a bud so new leaves grow and the bark heals."
+    )
+    assert flags_of([knitting, working_tree, bark]) == [[], [], ["everyday_sense:branch"]]
+
+
+def test_everyday_sense_report_names_the_word_found():
+    bad = full(
+        "ruby gem install", hyde="A gem is a precious stone such as a sapphire cut and polished for jewelry."
+    )
+    result = run([bad])
+    assert result.report["everyday_sense_examples"] == [
+        {"query": "ruby gem install", "match": "gem:precious stone"}
+    ]
+
+
+# ---------------------------------------------------------------- boilerplate
+
+
+def template_records(n: int, same_query: bool = False) -> list[dict]:
+    topics = ["knitting", "sourdough", "chess", "pottery", "surfing", "guitar", "origami", "birdwatching",
+              "calligraphy", "woodworking", "archery", "juggling", "fencing", "rowing"]  # fmt: skip
+    out = []
+    for i in range(n):
+        topic = topics[0] if same_query else topics[i]
+        hyde = (
+            f"Learning {topic} requires practice and patience. This resource provides detailed instructions."
+        )
+        out.append(full(topic, hyde=hyde, vec=(f"complete guide to {topic} for everyone",)))
+    return out
+
+
+def test_template_hyde_repeated_across_queries_is_flagged_by_frequency():
+    natural = full(
+        "sql injection prevention",
+        hyde="Use parameterized queries so user input never becomes part of the SQL text.",
+    )
+    result = run([*template_records(12), natural])
+    flags = result.kept["flags"].to_list()
+    assert all("boilerplate:hyde" in f and "boilerplate:vec" in f for f in flags[:12])
+    assert flags[12] == []
+    hyde = [s for s in result.report["boilerplate_signatures"] if s["kind"] == "hyde"][0]
+    assert hyde["queries"] == 12 and "practice" in hyde["signature"] and "knitting" not in hyde["signature"]
+
+
+def test_boilerplate_threshold_counts_distinct_queries():
+    assert not any("boilerplate:hyde" in f for f in flags_of(template_records(12, same_query=True)))
+    assert not any(
+        "boilerplate:hyde" in f for f in flags_of(template_records(12), boilerplate_min_queries=13)
+    )
+
+
+def test_boilerplate_fix_drops_template_items_but_never_the_last_of_a_kind():
+    records = template_records(12)
+    records[0]["output"].insert(0, ["vec", "why does knitting calm the mind so well"])
+    result = run(records, fix=True, actions={"boilerplate": "fix"})
+    first = result.kept.row(0, named=True)
+    assert ["vec", "why does knitting calm the mind so well"] in first["output"]
+    assert ["vec", "complete guide to knitting for everyone"] not in first["output"]
+    assert any(kind == "hyde" for kind, _ in first["output"])  # the only hyde stays
+    assert first["flags"] == ["boilerplate:hyde"]
+    assert result.counts["fixed:boilerplate"] == 1  # elsewhere the template vec is the only vec
+
+
+# ---------------------------------------------------------------- lex filler
+
+
+def test_lex_filler_on_every_line_is_flagged_unless_the_query_has_the_word():
+    padded = full(
+        "orchestra instruments guide",
+        lex=("orchestra overview instruments guide tutorial", "orchestra overview instruments tips"),
+    )
+    honest = full(
+        "orchestra instruments guide",
+        lex=("orchestra instrument families guide", "symphony orchestra sections"),
+    )
+    partly = full("sourdough bread", lex=("sourdough bread shaping tutorial", "sourdough starter hydration"))
+    assert flags_of([padded, honest, partly]) == [["lex_filler"], [], []]
+
+
+def test_lex_filler_fix_removes_the_words_the_query_lacks():
+    record_ = full("sourdough bread", lex=("sourdough starter overview", "bread hydration ratio tutorial"))
+    result = run([record_], fix=True)
+    lex = [text for kind, text in result.kept["output"][0] if kind == "lex"]
+    assert lex == ["sourdough starter", "bread hydration ratio"]
+    assert result.kept["flags"][0].to_list() == []
+    assert result.counts["fixed:lex_filler"] == 1
+
+
+def test_lex_filler_fix_keeps_a_line_that_would_become_an_echo():
+    record_ = full("sourdough bread", lex=("sourdough overview bread", "sourdough loaf guide"))
+    result = run([record_], fix=True)
+    lex = [text for kind, text in result.kept["output"][0] if kind == "lex"]
+    assert lex == ["sourdough overview bread", "sourdough loaf"]
+
+
+# ---------------------------------------------------------------- echo, kinds, hyde length, only mode
+
+
+def test_echo_is_flagged_and_fixed_without_emptying_a_kind():
+    record_ = full("auth config", lex=("auth config", "authentication settings file"), vec=("auth config",))
+    assert flags_of([record_])[0] == ["echo:lex", "echo:vec"]
+    result = run([record_], fix=True)
+    row = result.kept.row(0, named=True)
+    assert ["lex", "auth config"] not in row["output"]
+    assert ["vec", "auth config"] in row["output"]  # the only vec is kept, and stays flagged
+    assert row["flags"] == ["echo:vec"]
+
+
+def test_missing_kinds_and_hyde_length():
+    no_vec = record("auth config", ("hyde", HYDE), ("lex", "auth settings"))
+    short = full("auth config", hyde="Too short.")
+    long = full("auth config", hyde="x" * 201)
+    assert flags_of([no_vec, short, long]) == [["missing:vec"], ["hyde_length:short"], ["hyde_length:long"]]
+    assert flags_of([short], hyde_min_chars=5) == [[]]
+
+
+def test_only_mode_rows_follow_only_mode_rules():
+    fine = record("ssh keys /only:lex", ("lex", "ssh key pair"), ("lex", "ssh-keygen ed25519"))
+    missing = record("ssh keys /only:vec", ("lex", "ssh key pair"))
+    extra = record("ssh keys /only:lex", ("lex", "ssh key pair"), ("vec", "how to make an ssh key"))
+    result = run([fine, missing, extra])
+    assert result.kept["flags"].to_list() == [[], ["only_mode_other_kinds"]]
+    assert result.rejected["_reason"].to_list() == ["only-mode record lacks its requested kind"]
+    assert result.rejected["output"].to_list() == [[["lex", "ssh key pair"]]]
+    fixed = run([extra], fix=True).kept.row(0, named=True)
+    assert fixed["output"] == [["lex", "ssh key pair"]] and fixed["flags"] == []
+
+
+def test_reject_and_off_actions():
+    records = [*template_records(12), full("sql injection prevention")]
+    result = run(records, actions={"boilerplate": "reject"})
+    assert result.kept["query"].to_list() == ["sql injection prevention"]
+    assert set(result.rejected["_reason"].to_list()) == {"template boilerplate hyde/vec"}
+    assert all(f == [] for f in flags_of(records, actions={"boilerplate": "off", "hyde_length": "off"}))
+
+
+def test_rules_can_come_from_another_file(tmp_path):
+    rules = yaml.safe_load(data_path("clean_rules.yaml").read_text())
+    rules["rules"]["hyde_length"]["action"] = "reject"
+    rules["settings"]["hyde_max_chars"] = 100
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    result = run([full("auth config"), full("auth config", hyde=HYDE + " " + HYDE)], rules=path)
+    assert result.rejected["_reason"].to_list() == ["hyde outside the length range"]
+
+
+def test_flags_column_replaces_an_older_one():
+    frame = records_to_frame([full("auth config", lex=("auth config", "auth file"))])
+    once = clean.run(frame).kept
+    twice = clean.run(once).kept
+    assert twice["flags"].to_list() == once["flags"].to_list() == [["echo:lex"]]
+    assert twice.columns == once.columns
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/data/qmd-reference")
+def test_reference_data_template_files_are_flagged_and_rows_conserved():
+    frame = normalize.run(read_records(sorted(REFERENCE.glob("*.jsonl"))).frame).kept
+    result = clean.run(frame)
+    assert result.kept.height + result.rejected.height == frame.height
+    kept = result.kept.with_columns(pl.col("_source").str.extract(r"qmd_(\w+)\.jsonl").alias("file"))
+    boiler = kept.group_by("file").agg(
+        pl.col("flags").list.eval(pl.element().str.starts_with("boilerplate")).list.any().mean()
+    )
+    share = dict(boiler.iter_rows())
+    assert share["expansion_balanced_deduped"] > 0.9 and share["expansion_short_nontech"] > 0.9
+    assert share["expansion_handcrafted"] == 0.0
+    assert result.counts["flagged:lex_filler"] > 0
