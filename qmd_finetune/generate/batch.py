@@ -114,6 +114,9 @@ async def _submit(cfg: Any, client: Any, runner: Runner, jobs: list[Job], record
         custom_id = f"q{len(requests)}"
         mapping[custom_id] = job.key
         body = AnthropicProvider.request_body(client_model(cfg), job.messages, runner.params)
+        for name in ("temperature", "top_p"):
+            if getattr(runner.params, name) is not None:
+                body[name] = getattr(runner.params, name)
         requests.append({"custom_id": custom_id, "params": body})
     if not requests:
         return None
@@ -144,6 +147,8 @@ async def _with_retries(runner: Runner, call: Callable) -> Any:
             return await call()
         except Exception as exc:  # noqa: BLE001 - classified
             error = exc if isinstance(exc, ProviderError) else classify_anthropic_error(exc, None)
+            if error is None:
+                raise
             if not error.retryable or attempt > runner.config.max_retries:
                 raise error from exc
             runner.stats.retries += 1

@@ -122,7 +122,9 @@ def expand(
     timeout: float = typer.Option(60.0, "--timeout", help="Per-request timeout, seconds."),
     max_retries: int = typer.Option(5, "--max-retries", help="Retries on 429/5xx/timeouts/broken bodies."),
     max_tokens: int = typer.Option(400, "--max-tokens", help="Max completion tokens per request."),
-    temperature: float = typer.Option(0.7, "--temperature"),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Sampling temperature (default: the provider's; greedy for local/)."
+    ),
     top_p: float | None = typer.Option(None, "--top-p"),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed sent to providers that take one."),
     max_cost: float | None = typer.Option(

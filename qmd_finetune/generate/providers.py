@@ -36,12 +36,14 @@ class ChatResponse:
 @dataclass
 class GenerationParams:
     max_tokens: int = 400
-    temperature: float = 0.7
+    temperature: float | None = None  # None: the provider's default (greedy for local/)
     top_p: float | None = None
     seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        data: dict[str, Any] = {"max_tokens": self.max_tokens}
+        if self.temperature is not None:
+            data["temperature"] = self.temperature
         if self.top_p is not None:
             data["top_p"] = self.top_p
         if self.seed is not None:
@@ -153,7 +155,7 @@ class LocalProvider(Provider):
         from qmd_finetune.generate import local_llm
 
         gen = local_llm.GenParams(
-            max_new_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p or 1.0
+            max_new_tokens=params.max_tokens, temperature=params.temperature or 0.0, top_p=params.top_p or 1.0
         )
         # No timeout here: a queued request waits for the batches before it, which is not a fault.
         result = await local_llm.agenerate(messages, gen)
@@ -236,6 +238,13 @@ class OpenAICompatProvider(Provider):
 
 class LiteLLMProvider(Provider):
     name = "litellm"
+
+    async def aclose(self) -> None:
+        # LiteLLM keeps HTTP clients bound to the event loop that made them; a later
+        # asyncio.run() in the same process (GEPA, tests) would get clients of a closed loop.
+        import litellm
+
+        litellm.in_memory_llm_clients_cache.flush_cache()
 
     async def complete(
         self, messages: list[dict[str, Any]], params: GenerationParams, timeout: float
@@ -321,13 +330,7 @@ class AnthropicProvider(Provider):
     def request_body(model: str, messages: list[dict[str, Any]], params: GenerationParams) -> dict[str, Any]:
         system = [m["content"] for m in messages if m["role"] == "system"]
         turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
-        body: dict[str, Any] = {
-            "model": model,
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-        }
-        if params.top_p is not None:
-            body["top_p"] = params.top_p
+        body: dict[str, Any] = {"model": model, "max_tokens": params.max_tokens}
         if system:
             body["system"] = [
                 {"type": "text", "text": "\n\n".join(system), "cache_control": {"type": "ephemeral"}}
@@ -348,10 +351,17 @@ class AnthropicProvider(Provider):
         self, messages: list[dict[str, Any]], params: GenerationParams, timeout: float
     ) -> ChatResponse:
         body = self.request_body(self.model_name, messages, params)
+        # This SDK no longer types the sampling parameters; models that take them still do.
+        sampling = {
+            k: v for k, v in (("temperature", params.temperature), ("top_p", params.top_p)) if v is not None
+        }
         try:
-            message = await self._client.messages.create(**body, timeout=timeout)
+            message = await self._client.messages.create(**body, extra_body=sampling or None, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - classified below
-            raise classify_anthropic_error(exc, self.config.api_key()) from exc
+            error = classify_anthropic_error(exc, self.config.api_key())
+            if error is None:
+                raise
+            raise error from exc
         return response_from_message(message)
 
     async def aclose(self) -> None:
@@ -378,7 +388,7 @@ def response_from_message(message: Any) -> ChatResponse:
     )
 
 
-def classify_anthropic_error(exc: Exception, secret: str | None) -> ProviderError:
+def classify_anthropic_error(exc: Exception, secret: str | None) -> ProviderError | None:
     import anthropic
 
     message = redact(f"{type(exc).__name__}: {exc}", secret)[:300]
@@ -392,7 +402,9 @@ def classify_anthropic_error(exc: Exception, secret: str | None) -> ProviderErro
         return ProviderError(
             message, retryable=status in RETRYABLE_STATUS, status=status, retry_after=retry_after
         )
-    return ProviderError(f"malformed response: {message}", retryable=True)
+    if isinstance(exc, (anthropic.APIResponseValidationError, ValueError)):
+        return ProviderError(f"malformed response: {message}", retryable=True)
+    return None
 
 
 def parse_retry_after(value: Any) -> float | None:
