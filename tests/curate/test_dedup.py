@@ -1,0 +1,217 @@
+"""dedup: exact (score decides conflicts), near (MinHash/LSH), semantic (slow), duplicate items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from qmd_finetune.curate import dedup, normalize
+from qmd_finetune.io import read_records, records_to_frame
+
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "qmd-reference"
+
+
+def good(query: str) -> dict:
+    return {
+        "query": query,
+        "output": [
+            ["hyde", f"A short practical passage that explains {query} with one concrete worked example."],
+            ["lex", f"{query} reference manual"],
+            ["lex", f"{query} common examples list"],
+            ["vec", f"how does {query} work in practice for most people"],
+        ],
+    }
+
+
+def weak(query: str) -> dict:
+    return {"query": query, "output": [["lex", query], ["vec", query]]}
+
+
+def run(records: list[dict], **options) -> dedup.StageResult:
+    frame = records_to_frame(records, source="mem.jsonl")
+    result = dedup.run(frame, **options)
+    assert result.kept.height + result.rejected.height == frame.height
+    return result
+
+
+def test_case_and_whitespace_duplicates_keep_the_first_and_name_it():
+    result = run([good("Docker Compose networking"), good("docker  compose networking?"), good("git rebase")])
+    assert result.kept["query"].to_list() == ["Docker Compose networking", "git rebase"]
+    assert result.rejected["_reason"].to_list() == ["duplicate of mem.jsonl:1"]
+    assert result.counts["exact_duplicates"] == 0  # outputs differ (the query is inside them) ...
+    assert result.counts["conflicts_resolved"] == 1  # ... so the score decided, and tied: first wins
+
+
+def test_identical_records_are_exact_duplicates():
+    result = run([good("git rebase"), good("git rebase"), good("git rebase")])
+    assert result.kept["_line"].to_list() == [1]
+    assert result.counts["exact_duplicates"] == 2
+    assert result.rejected["_reason"].to_list() == ["duplicate of mem.jsonl:1"] * 2
+
+
+def test_conflicting_outputs_keep_the_best_scoring_record():
+    result = run([weak("auth config"), good("auth config"), weak("AUTH config")])
+    assert result.kept["_line"].to_list() == [2]
+    assert result.rejected["_reason"].to_list() == ["duplicate of mem.jsonl:2"] * 2
+    assert result.counts["conflicts_resolved"] == 2
+
+
+def test_an_existing_score_column_is_used_and_keep_first_ignores_scores():
+    frame = records_to_frame([good("auth config"), weak("auth config")], source="mem.jsonl")
+    frame = frame.with_columns(pl.Series("score", [10.0, 90.0]))
+    assert dedup.run(frame).kept["_line"].to_list() == [2]
+    assert dedup.run(frame, keep="first").kept["_line"].to_list() == [1]
+
+
+def test_only_mode_suffix_is_part_of_the_key():
+    records = [
+        good("ssh keys /only:lex"),
+        good("ssh keys /only:vec"),
+        good("ssh keys"),
+        good("SSH keys /only:lex"),
+    ]
+    result = run(records)
+    assert sorted(result.kept["query"].str.to_lowercase().to_list()) == [
+        "ssh keys",
+        "ssh keys /only:lex",
+        "ssh keys /only:vec",
+    ]
+
+
+def test_duplicate_items_inside_a_record_are_removed_and_counted():
+    record = {"query": "auth", "output": [["lex", "auth file"], ["lex", "Auth  File"], ["vec", "auth file"]]}
+    result = run([record])
+    assert result.kept["output"].to_list() == [[["lex", "auth file"], ["vec", "auth file"]]]
+    assert result.counts["duplicate_items_removed"] == 1
+    assert result.counts["rows_with_duplicate_items"] == 1
+
+
+def test_near_duplicate_queries_keep_the_highest_score():
+    records = [
+        weak("how to potty train a toddler"),
+        good("how to potty-train a toddler"),
+        good("python async await"),
+    ]
+    result = run(records)
+    assert result.kept["query"].to_list() == ["how to potty-train a toddler", "python async await"]
+    assert result.rejected["_reason"].to_list() == ["near duplicate of mem.jsonl:2"]
+    assert result.counts["near_clusters"] == 1
+    cluster = [c for c in result.report["clusters"] if c["kind"] == "near"][0]
+    assert cluster["size"] == 2 and cluster["kept"] == "how to potty-train a toddler"
+
+
+def test_distinct_short_queries_are_not_near_duplicates():
+    queries = [
+        "python async await",
+        "rust async await",
+        "auth config",
+        "auth configs ui",
+        "git rebase",
+        "git merge",
+        "what is the role of clergy in christianity",
+        "what is the role of prophets in christianity",
+    ]
+    result = run([good(q) for q in queries])
+    assert result.kept.height == len(queries)
+
+
+def test_near_threshold_and_near_off():
+    records = [good("how to potty train a toddler"), good("how to potty train a todler")]
+    assert run(records, near_threshold=0.99).kept.height == 2
+    assert run(records, near=False).kept.height == 2
+    assert run(records, near_threshold=0.5).kept.height == 1
+
+
+def test_near_action_group_keeps_both_in_one_dup_group():
+    records = [good("how to potty train a toddler"), good("how to potty-train a toddler"), good("git rebase")]
+    result = run(records, near_action="group")
+    assert result.kept.height == 3
+    groups = result.kept["dup_group"].to_list()
+    assert groups[0] == groups[1] != groups[2]
+
+
+def test_minhash_estimates_character_ngram_jaccard():
+    pairs = [
+        ("docker compose networking", "docker-compose networking"),
+        ("how to potty train a toddler", "how to potty train toddlers"),
+        ("python async await", "rust async await"),
+        ("auth config", "sourdough starter"),
+    ]
+
+    def jaccard(a: str, b: str, n: int = 3) -> float:
+        grams = lambda s: {f" {s} "[i : i + n] for i in range(len(s) + 3 - n)}  # noqa: E731
+        return len(grams(a) & grams(b)) / len(grams(a) | grams(b))
+
+    texts = [f" {t} " for pair in pairs for t in pair]
+    signatures = dedup.minhash_signatures(texts, ngram=3, num_perm=256, seed=3)
+    for i, (a, b) in enumerate(pairs):
+        estimate = (signatures[2 * i] == signatures[2 * i + 1]).mean()
+        assert abs(estimate - jaccard(a, b)) < 0.12, (a, b, estimate, jaccard(a, b))
+    assert (
+        dedup.minhash_signatures(["same text", "same text"])[0] == dedup.minhash_signatures(["same text"])[0]
+    ).all()
+
+
+def test_near_duplicate_labels_cluster_only_within_a_group():
+    texts = ["ssh key authentication", "ssh key authentication", "ssh key authentications"]
+    labels, _ = dedup.near_duplicate_labels(texts, groups=np.array([1, 2, 2]))
+    assert labels[0] != labels[1] and labels[1] == labels[2]
+
+
+def test_rejected_rows_point_at_the_final_survivor():
+    # line 2 loses to line 1 exactly; line 1 then loses to line 3 as a near duplicate
+    records = [
+        weak("how to potty train a toddler"),
+        weak("How to potty train a toddler"),
+        good("how to potty-train a toddler"),
+    ]
+    result = run(records)
+    assert result.kept["_line"].to_list() == [3]
+    assert set(result.rejected["_reason"].str.extract(r"(mem\.jsonl:\d+)").to_list()) == {"mem.jsonl:3"}
+
+
+def test_bad_options_fail_fast():
+    frame = records_to_frame([good("a")])
+    with pytest.raises(ValueError):
+        dedup.run(frame, keep="best")
+    with pytest.raises(ValueError):
+        dedup.run(frame, near_action="drop")
+    with pytest.raises(ValueError):
+        dedup.run(frame, near_threshold=1.5)
+
+
+def test_empty_frame():
+    result = dedup.run(records_to_frame([]))
+    assert result.kept.height == 0 and result.rejected.height == 0 and "dup_group" in result.kept.columns
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/data/qmd-reference")
+def test_reference_data_has_no_duplicate_queries_left():
+    frame = normalize.run(read_records(sorted(REFERENCE.glob("*.jsonl"))).frame).kept
+    result = dedup.run(frame, workers=1)
+    assert result.kept.height + result.rejected.height == frame.height
+    keys = result.kept.select(dedup.query_key(pl.col("query")))
+    assert keys.n_unique() == result.kept.height
+    assert result.counts["exact_duplicates"] > 400  # diverse_addon/handcrafted rows repeated inside v2
+    assert result.counts["conflicts_resolved"] > 0  # v2's case-only duplicates with different outputs
+
+
+@pytest.mark.slow
+def test_semantic_dedup_with_the_embedded_minilm_model():
+    queries = [
+        "cheap flights to paris",
+        "inexpensive airfare to paris",
+        "car insurance quotes",
+        "sourdough starter",
+    ]
+    result = run([good(q) for q in queries], near=False, semantic=True, semantic_threshold=0.88)
+    assert result.kept["query"].to_list() == [
+        "cheap flights to paris",
+        "car insurance quotes",
+        "sourdough starter",
+    ]
+    assert result.rejected["_reason"].to_list() == ["semantic duplicate of mem.jsonl:1"]
+    assert result.counts["semantic_clusters"] == 1
