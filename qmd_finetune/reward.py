@@ -501,42 +501,80 @@ grpo_reward.__name__ = "qmd_reward"
 
 
 # ---------------------------------------------------------------- batch path
+#
+# The per-row path is ``score(query, render(items))``. The batch path gives the same
+# results faster: identical (query, output) rows are grouped inside polars and scored
+# once, items are rendered by polars expressions instead of Python, the distinct pairs are
+# scored by forked worker processes that read them from memory shared at fork time, and
+# deductions travel back as one joined string per row.
+
+_DEDUCTION_SEP = "\x1f"
+_BATCH_PAIRS: list[tuple[str, str]] = []
 
 
-def _score_chunk(pairs: Sequence[tuple[str, str]]) -> list[tuple[float, str, list[str]]]:
-    out = []
-    for query, text in pairs:
-        s = score(query, text)
-        out.append((s.percentage, s.rating, s.deductions))
-    return out
+def _score_compact(pair: tuple[str, str]) -> tuple[float, str, str]:
+    s = score(*pair)
+    return s.percentage, s.rating, _DEDUCTION_SEP.join(s.deductions)
+
+
+def _score_range(bounds: tuple[int, int]) -> list[tuple[float, str, str]]:
+    start, stop = bounds
+    return [_score_compact(pair) for pair in _BATCH_PAIRS[start:stop]]
+
+
+def _score_distinct(pairs: list[tuple[str, str]], workers: int | None) -> list[tuple[float, str, str]]:
+    global _BATCH_PAIRS
+    workers = workers or min(os.cpu_count() or 1, 8)
+    import multiprocessing as mp
+
+    if workers <= 1 or len(pairs) < 4000 or "fork" not in mp.get_all_start_methods():
+        return [_score_compact(pair) for pair in pairs]
+    size = max(1000, len(pairs) // (workers * 8))
+    bounds = [(i, min(i + size, len(pairs))) for i in range(0, len(pairs), size)]
+    _BATCH_PAIRS = pairs
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            return [r for chunk in pool.imap(_score_range, bounds) for r in chunk]
+    finally:
+        _BATCH_PAIRS = []
 
 
 def score_pairs(
     pairs: Sequence[tuple[str, str]], workers: int | None = None
 ) -> list[tuple[float, str, list[str]]]:
-    """Score many (query, text) pairs: identical pairs are scored once, the rest across processes."""
+    """Score many (query, text) pairs: identical pairs once, the rest across processes."""
     unique: dict[tuple[str, str], int] = {}
     for pair in pairs:
         unique.setdefault(pair, len(unique))
-    keys = list(unique)
-    workers = workers or min(os.cpu_count() or 1, 8)
-    if workers <= 1 or len(keys) < 2000:
-        results = _score_chunk(keys)
-    else:
-        import multiprocessing as mp
-
-        size = max(500, len(keys) // (workers * 4))
-        chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers) as pool:
-            results = [r for chunk in pool.map(_score_chunk, chunks) for r in chunk]
-    return [results[unique[pair]] for pair in pairs]
+    results = _score_distinct(list(unique), workers)
+    split = [(p, r, d.split(_DEDUCTION_SEP) if d else []) for p, r, d in results]
+    return [split[unique[pair]] for pair in pairs]
 
 
 def render_items(items: Iterable[Sequence[str]]) -> str:
     from qmd_finetune.records import render
 
     return render([(k, t) for k, t in items])
+
+
+def render_expr(output: Any = None) -> Any:
+    """Polars expression rendering an ``output`` list column as canonical text (see records.render)."""
+    import polars as pl
+
+    column = pl.col("output") if output is None else output
+    parts = [
+        column.list.eval(pl.element().filter(pl.element().list.get(0, null_on_oob=True) == kind))
+        for kind in ("hyde", "lex", "vec")
+    ]
+    ordered = pl.concat_list(parts)
+    lines = ordered.list.eval(
+        pl.concat_str(
+            pl.element().list.get(0, null_on_oob=True),
+            pl.lit(": "),
+            pl.element().list.get(1, null_on_oob=True),
+        )
+    )
+    return lines.list.join("\n")
 
 
 def score_frame(frame: Any, workers: int | None = None) -> Any:
@@ -549,10 +587,34 @@ def score_frame(frame: Any, workers: int | None = None) -> Any:
             pl.lit(None, pl.Utf8).alias("rating"),
             pl.lit(None, pl.List(pl.Utf8)).alias("deductions"),
         )
-    texts = [render_items(items) for items in frame.get_column("output").to_list()]
-    results = score_pairs(list(zip(frame.get_column("query").to_list(), texts)), workers)
-    return frame.with_columns(
-        pl.Series("score", [r[0] for r in results], dtype=pl.Float64),
-        pl.Series("rating", [r[1] for r in results], dtype=pl.Utf8),
-        pl.Series("deductions", [r[2] for r in results], dtype=pl.List(pl.Utf8)),
+    distinct = (
+        frame.select("query", "output")
+        .with_row_index("_row")
+        .group_by("query", "output", maintain_order=True)
+        .agg(pl.col("_row"))
+        .with_columns(render_expr().alias("_text"))
     )
+    pairs = list(zip(distinct.get_column("query").to_list(), distinct.get_column("_text").to_list()))
+    results = _score_distinct(pairs, workers)
+    scored = pl.DataFrame(
+        {
+            "_row": distinct.get_column("_row"),
+            "score": [r[0] for r in results],
+            "rating": [r[1] for r in results],
+            "_deductions": [r[2] for r in results],
+        },
+        schema={"_row": pl.List(pl.UInt32), "score": pl.Float64, "rating": pl.Utf8, "_deductions": pl.Utf8},
+    )
+    per_row = (
+        scored.explode("_row")
+        .sort("_row")
+        .select(
+            "score",
+            "rating",
+            pl.when(pl.col("_deductions") == "")
+            .then(pl.lit([], pl.List(pl.Utf8)))
+            .otherwise(pl.col("_deductions").str.split(_DEDUCTION_SEP))
+            .alias("deductions"),
+        )
+    )
+    return pl.concat([frame.drop("score", "rating", "deductions", strict=False), per_row], how="horizontal")
