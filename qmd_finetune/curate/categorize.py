@@ -138,7 +138,7 @@ def _hits(text: pl.Expr, category: Category) -> tuple[pl.Expr, pl.Expr]:
         parts_count.append(hit.cast(pl.UInt32))
         parts_names.append(
             pl.when(hit)
-            .then(pl.lit([f"pattern {pattern!r}"], pl.List(pl.Utf8)))
+            .then(pl.lit([f"pattern '{pattern}'"], pl.List(pl.Utf8)))
             .otherwise(pl.lit([], pl.List(pl.Utf8)))
         )
     if not parts_count:
