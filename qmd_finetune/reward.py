@@ -547,8 +547,11 @@ def score_pairs(
     for pair in pairs:
         unique.setdefault(pair, len(unique))
     results = _score_distinct(list(unique), workers)
-    split = [(p, r, d.split(_DEDUCTION_SEP) if d else []) for p, r, d in results]
-    return [split[unique[pair]] for pair in pairs]
+    out = []
+    for pair in pairs:
+        percentage, rating, deductions = results[unique[pair]]
+        out.append((percentage, rating, deductions.split(_DEDUCTION_SEP) if deductions else []))
+    return out
 
 
 def render_items(items: Iterable[Sequence[str]]) -> str:
