@@ -100,7 +100,7 @@ def _execute(config: PipelineConfig, command: str) -> PipelineRun:
     except (InputError, PipelineError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     print_run(console, run)
-    if run.before.height == 0:
+    if run.stages[0].kept == 0:
         console.print("[red]nothing valid was read[/red]")
         raise typer.Exit(1)
     return run

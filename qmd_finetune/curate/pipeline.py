@@ -250,21 +250,23 @@ class StageSummary:
 
 @dataclass
 class PipelineRun:
-    """Everything a run did; ``before``/``after`` feed the report's before/after views."""
+    """Everything a run did. The input frame is not kept (memory): ``before_stats`` holds its
+    statistics when a report was asked for; ``after`` is the output frame."""
 
     inputs: list[dict[str, Any]]
     stages: list[StageSummary]
-    before: pl.DataFrame
+    rows_read: int
     after: pl.DataFrame
     ledger: pl.DataFrame
     started: str
     finished: str = ""
     command: str = "curate run"
     outputs: dict[str, str | None] = field(default_factory=dict)
+    before_stats: dict[str, Any] | None = None
 
     @property
     def rows_in(self) -> int:
-        return sum(f["rows"] for f in self.inputs) if self.inputs else self.before.height
+        return sum(f["rows"] for f in self.inputs) if self.inputs else self.rows_read
 
     @property
     def kept(self) -> int:
@@ -376,7 +378,13 @@ def run_stages(
         if on_stage is not None:
             on_stage(summary)
         frame = result.kept
+        del result  # the rejected rows live on in the ledger only
     return frame, summaries, ledger
+
+
+def _take_frame(read: ReadResult) -> pl.DataFrame:
+    frame, read.frame = read.frame, read.frame.head(0)
+    return frame
 
 
 def run_pipeline(
@@ -392,12 +400,19 @@ def run_pipeline(
     first = validate_summary(read, time.perf_counter() - t0)
     if on_stage is not None:
         on_stage(first)
-    after, summaries, ledger_parts = run_stages(read.frame, config.stages, on_stage)
+    before_stats = None
+    if config.report is not None:
+        from qmd_finetune.curate.analyze import compute_stats
+
+        before_stats = compute_stats(read.frame, examples=0)
+    # Hand the frame over: nothing here keeps the input alive while the stages run.
+    after, summaries, ledger_parts = run_stages(_take_frame(read), config.stages, on_stage)
     ledger = pl.concat([read.rejects, *ledger_parts], how="vertical") if ledger_parts else read.rejects
     run = PipelineRun(
         inputs=[f.to_dict() for f in read.files],
         stages=[first, *summaries],
-        before=read.frame,
+        rows_read=first.rows_in,
+        before_stats=before_stats,
         after=after,
         ledger=ledger if ledger.height else empty_rejects(),
         started=started,

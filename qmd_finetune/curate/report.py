@@ -590,7 +590,7 @@ def write_run_report(run: PipelineRun, path: str | Path, targets: str | Path | N
     balance = run.stage("balance")
     resolved = balance.report.get("targets") if balance is not None else None
     after = compute_stats(run.after, targets=resolved or targets)
-    before = compute_stats(run.before, examples=0)
+    before = run.before_stats
     names = [Path(f["path"]).name for f in run.inputs]
     inputs = ", ".join(names) if len(names) <= 3 else f"{len(names)} files ({', '.join(names[:2])}, ...)"
     subtitle = f"{run.command}: {inputs} → {run.outputs.get('output') or '(no output)'}"
