@@ -12,8 +12,8 @@ Passes, in order (each optional):
    only), ties go to the earlier row. The others are rejected as
    ``duplicate of <source>:<line>``.
 3. **near**: MinHash over character n-grams of the query (punctuation read as space) with
-   LSH banding, vectorized in numpy, proposes candidate pairs; a pair whose exact n-gram
-   Jaccard similarity reaches ``near_threshold`` is a near duplicate, and pairs are joined
+   LSH banding, vectorized in numpy, proposes candidate pairs; a pair whose n-gram Jaccard
+   similarity reaches ``near_threshold`` (computed exactly near the threshold) is a near duplicate, and pairs are joined
    into clusters (connected components). Word n-grams do not
    work on 2-8 word queries; character n-grams do ("docker compose networking" ~
    "docker-compose networking"). Only queries of the same mode are compared
@@ -164,14 +164,10 @@ def lsh_candidates(
             vs.append(v)
     if not us:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    u = np.concatenate(us)
-    v = np.concatenate(vs)
-    pairs = (
-        np.unique(np.stack([np.minimum(u, v), np.maximum(u, v)], axis=1), axis=0)
-        if len(u)
-        else np.zeros((0, 2), np.int64)
-    )
-    return pairs[:, 0], pairs[:, 1]
+    u = np.concatenate(us).astype(np.int64)
+    v = np.concatenate(vs).astype(np.int64)
+    pairs = np.unique(np.minimum(u, v) * n + np.maximum(u, v))
+    return pairs // n, pairs % n
 
 
 def near_duplicate_labels(
@@ -184,35 +180,40 @@ def near_duplicate_labels(
 ) -> tuple[np.ndarray, int]:
     """Cluster label per text (connected components of near-duplicate pairs) and the pair count.
 
-    MinHash/LSH proposes candidate pairs; a pair counts when the exact Jaccard similarity of
-    the two n-gram sets reaches ``threshold`` (signature agreement pre-filters the check).
+    MinHash/LSH proposes candidate pairs; a pair counts when the Jaccard similarity of the two
+    n-gram sets reaches ``threshold``: estimated from the signatures when clearly above or
+    below, computed exactly when the estimate is within 0.1 of the threshold.
     """
     signatures = minhash_signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed)
     bands, _ = _bands_for(num_perm, threshold)
     u, v = lsh_candidates(signatures, bands, groups)
     if len(u):
         estimate = (signatures[u] == signatures[v]).mean(axis=1)
-        likely = estimate >= threshold - 0.1  # ~2 standard errors at 64 permutations
-        u, v = u[likely], v[likely]
-        grams: dict[int, frozenset[str]] = {}
-
-        def of(i: int) -> frozenset[str]:
-            found = grams.get(i)
-            if found is None:
-                text = texts[i]
-                found = grams[i] = frozenset(
-                    text[k : k + ngram] for k in range(len(text) - ngram + 1)
-                ) or frozenset([text])
-            return found
-
-        exact = np.fromiter(
-            (len(of(a) & of(b)) / len(of(a) | of(b)) for a, b in zip(u.tolist(), v.tolist())),
-            dtype=np.float64,
-            count=len(u),
-        )
-        keep = exact >= threshold
-        u, v = u[keep], v[keep]
+        # Clear cases follow the estimate; pairs within 0.1 of the threshold (about two
+        # standard errors at 64 permutations) are checked exactly.
+        sure = estimate >= threshold + 0.1
+        unsure = np.flatnonzero(~sure & (estimate >= threshold - 0.1))
+        if len(unsure):
+            involved = np.unique(np.concatenate([u[unsure], v[unsure]]))
+            sets = [_ngrams(texts[i], ngram) for i in involved.tolist()]
+            sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
+            left = np.searchsorted(involved, u[unsure])
+            right = np.searchsorted(involved, v[unsure])
+            inter = np.fromiter(
+                (len(sets[x] & sets[y]) for x, y in zip(left.tolist(), right.tolist())),
+                dtype=np.int64,
+                count=len(unsure),
+            )
+            exact = inter / (sizes[left] + sizes[right] - inter)
+        else:
+            exact = np.zeros(0)
+        sure[unsure[exact >= threshold]] = True
+        u, v = u[sure], v[sure]
     return _components(len(texts), u, v), len(u)
+
+
+def _ngrams(text: str, ngram: int) -> frozenset[str]:
+    return frozenset([text[k : k + ngram] for k in range(len(text) - ngram + 1)] or [text])
 
 
 def near_text(key: pl.Expr) -> pl.Expr:
