@@ -44,13 +44,18 @@ def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, An
 
 
 class ResponseCache:
-    def __init__(self, path: str | Path) -> None:
+    """Writes are committed every ``commit_every`` puts and on close: a killed run loses at most
+    those cache entries (never records: the output file is written separately)."""
+
+    def __init__(self, path: str | Path, commit_every: int = 64) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self.commit_every = commit_every
+        self._pending = 0
 
     def get(self, key: str) -> CachedResponse | None:
         row = self._db.execute(
@@ -70,6 +75,8 @@ class ResponseCache:
         cost: float,
     ) -> None:
         request = json.dumps({"messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
+        if self._pending == 0:
+            self._db.execute("BEGIN")
         self._db.execute(
             "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -84,8 +91,18 @@ class ResponseCache:
             ),
         )
 
+        self._pending += 1
+        if self._pending >= self.commit_every:
+            self.commit()
+
+    def commit(self) -> None:
+        if self._pending:
+            self._db.execute("COMMIT")
+            self._pending = 0
+
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
+        self.commit()
         self._db.close()

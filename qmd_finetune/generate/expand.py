@@ -188,22 +188,21 @@ class RecordBuilder:
 
 
 def validate_record(data: dict[str, Any]) -> str | None:
-    """Schema check (schemas/record.schema.json) plus the record type's own rules."""
-    try:
-        coerce_record(data)
-    except RecordError as exc:
-        return f"{exc.reason} at {exc.path}"
-    try:
-        from qmd_finetune.resources import validator
+    """Check against schemas/record.schema.json; the record type's own rules when the schema is absent."""
+    from qmd_finetune.resources import schema_path, validator
 
-        errors = sorted(validator("record").iter_errors(data), key=lambda e: list(e.path))
-    except FileNotFoundError:
+    if not schema_path("record").exists():
+        try:
+            coerce_record(data)
+        except RecordError as exc:
+            return f"{exc.reason} at {exc.path}"
         return None
-    if errors:
-        first = errors[0]
-        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.path)
-        return f"schema: {first.message[:120]} at {path}"
-    return None
+    check = validator("record")
+    if check.is_valid(data):
+        return None
+    first = sorted(check.iter_errors(data), key=lambda e: list(e.path))[0]
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.path)
+    return f"schema: {first.message[:120]} at {path}"
 
 
 def run_expand(cfg: ExpandConfig) -> ExpandResult:
