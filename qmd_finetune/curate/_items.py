@@ -64,17 +64,28 @@ def per_row_min(values: np.ndarray, lengths: np.ndarray, empty: int) -> np.ndarr
     return out
 
 
-def rebuild(kind: pl.Series, text: pl.Series, lengths: np.ndarray) -> pl.Series:
-    """An ``output`` Series from flat kind/text (in row order) and per-row item counts."""
-    pairs = pl.DataFrame({"k": kind, "t": text}).select(pl.concat_list("k", "t").alias("p"))["p"]
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = pairs.to_arrow()
+def rebuild(
+    kind: pl.Series, text: pl.Series, lengths: np.ndarray, order: np.ndarray | None = None
+) -> pl.Series:
+    """An ``output`` Series from flat kind/text and per-row item counts.
+
+    ``order`` (optional) is a permutation of the flat items to apply first (e.g. hyde first).
+    Kind and text are interleaved with one polars ``gather`` (string views: no bytes copied)
+    and wrapped in Arrow list offsets; far cheaper than ``concat_list`` at millions of items.
+    """
+    m = len(kind)
+    positions = np.arange(m, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
+    interleaved = np.empty(2 * m, dtype=np.int64)
+    interleaved[0::2] = positions
+    interleaved[1::2] = positions + m
+    values = pl.concat([kind.cast(pl.Utf8), text.cast(pl.Utf8)]).gather(interleaved)
+    values = values.to_arrow(compat_level=pl.CompatLevel.newest())
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    if not pa.types.is_large_list(values.type):
-        values = values.cast(pa.large_list(pa.large_utf8()))
-    array = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), values)
+    pairs = pa.LargeListArray.from_arrays(pa.array(np.arange(0, 2 * m + 1, 2, dtype=np.int64)), values)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    array = pa.LargeListArray.from_arrays(pa.array(offsets), pairs)
     return pl.Series("output", array).cast(OUTPUT_TYPE)
 
 

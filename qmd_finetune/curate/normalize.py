@@ -51,9 +51,21 @@ _ROLE_LINE = r"(?m)^\s*(?:system|user|assistant)\s*$"
 _THINK_BLOCK = r"(?s)<think>.*?</think>|<think>.*$|</think>"
 _OWN_PREFIX = r"(?i)^\s*{kind}\s*:\s*"
 
-# Items matching this need string work; the rest (nearly all) are left alone.
-_SUSPECT_NO_ARTIFACTS = r"^\s|\s$|\s\s|[\t\n\r\f\v]|^(?i:lex|vec|hyde)\s*:"
-_SUSPECT = _SUSPECT_NO_ARTIFACTS + r"|<\|[a-z_]+\|>|</?think>|(?m:^\s*(?:system|user|assistant)\s*$)"
+# Items matching these need string work; the rest (nearly all) are left alone.
+_ODD_SPACE = r"[\t\n\r\f\v\u00a0\u2028\u3000]|  "
+_ARTIFACT_MARKS = r"|<\||</?think"
+
+
+def _suspect(text: pl.Series, strip_artifacts: bool) -> pl.Series:
+    """Items that may need a fix: one scan for odd spaces and template marks, cheap edge checks."""
+    marks = _ODD_SPACE + (_ARTIFACT_MARKS if strip_artifacts else "")
+    return (
+        text.str.contains(marks)
+        | text.str.starts_with(" ")
+        | text.str.ends_with(" ")
+        | text.str.contains(r"^(?i:lex|vec|hyde)\s*:")
+        | (text == "")
+    )
 
 
 def normalize_query(query: pl.Expr) -> pl.Expr:
@@ -88,11 +100,15 @@ def run(
     query = original.to_frame().select(normalize_query(pl.col("query"))).to_series()
     counts["fixed_query_whitespace"] = int((query != original).sum())
     if modernize_only:
+        # Only queries holding "only" can change; the regexes run on those alone.
+        index = np.flatnonzero(query.str.contains("(?i)only").to_numpy())
         legacy, variant = _modernize_only(pl.col("query"))
-        fixed = query.to_frame().select(legacy.alias("legacy"), variant.alias("variant"))
-        counts["modernized_only_mode"] = int((fixed["legacy"] != query).sum())
+        fixed = query.gather(index).to_frame().select(legacy.alias("legacy"), variant.alias("variant"))
+        before = query.gather(index)
+        counts["modernized_only_mode"] = int((fixed["legacy"] != before).sum())
         counts["fixed_only_spelling"] = int((fixed["variant"] != fixed["legacy"]).sum())
-        query = fixed["variant"]
+        if len(index):
+            query = query.clone().scatter(index, fixed["variant"])
 
     # ---- items, flat: the string work runs only on the items that need it
     flat = flatten(frame["output"])
@@ -105,7 +121,7 @@ def run(
     else:
         counts["fixed_kind_case"] = 0
     text = flat.text
-    suspect = text.str.contains(_SUSPECT if strip_artifacts else _SUSPECT_NO_ARTIFACTS) | (text == "")
+    suspect = _suspect(text, strip_artifacts)
     if suspect.any():
         index = np.flatnonzero(suspect.to_numpy())
         part = pl.DataFrame({"kind": kind.gather(index), "t0": text.gather(index)})
@@ -131,7 +147,7 @@ def run(
         counts["stripped_think_blocks"] = int((part["t2"] != part["t1"]).sum())
         counts["stripped_chat_artifacts"] = int((part["t3"] != part["t2"]).sum())
         counts["fixed_item_whitespace"] = int(((part["t4"] != part["t3"]) & (part["t4"] != "")).sum())
-        text = text.scatter(index, part["t4"])
+        text = text.clone().scatter(index, part["t4"])
     else:
         for name in (
             "stripped_text_prefix",
@@ -146,19 +162,25 @@ def run(
     counts["dropped_unknown_kind_items"] = int((~known).sum())
     counts["dropped_empty_items"] = int((known & ~nonempty).sum())
     keep = known & nonempty
-    row = flat.row[keep]
-    kind, text = kind.filter(keep), text.filter(keep)
-    lengths = per_row_sum(keep, flat.lengths)
+    # Rows whose items changed are rebuilt from the flat columns; the rest keep their lists.
+    changed_item = ~keep | (kind != flat.kind).to_numpy() | (text != flat.text).to_numpy()
+    changed_rows = per_row_sum(changed_item, flat.lengths) > 0
 
     order = kind.replace_strict(KIND_ORDER, default=len(KINDS), return_dtype=pl.Int8).to_numpy()
     backwards = np.zeros(len(order), dtype=bool)
-    backwards[1:] = (order[1:] < order[:-1]) & (row[1:] == row[:-1])
-    counts["reordered_hyde_first"] = 0
-    if hyde_first and backwards.any():
-        counts["reordered_hyde_first"] = int((per_row_sum(backwards, lengths) > 0).sum())
-        permutation = np.lexsort((order, row))  # stable: order within a kind is kept
-        kind, text = kind.gather(permutation), text.gather(permutation)
-    output = rebuild(kind, text, lengths)
+    same_row = flat.row[1:] == flat.row[:-1]
+    backwards[1:] = (order[1:] < order[:-1]) & same_row & keep[1:] & keep[:-1]
+    reorder_rows = (
+        per_row_sum(backwards, flat.lengths) > 0 if hyde_first else np.zeros(len(flat.lengths), bool)
+    )
+    counts["reordered_hyde_first"] = int(reorder_rows.sum())
+
+    output = frame["output"]
+    if changed_rows.any() or reorder_rows.any():
+        take = np.flatnonzero(keep)
+        lengths = per_row_sum(keep, flat.lengths)
+        permutation = np.lexsort((order[take], flat.row[take])) if hyde_first else None
+        output = rebuild(kind.gather(take), text.gather(take), lengths, permutation)
 
     data = frame.with_columns(query.alias("query"), output.alias("_output_new"))
     reason = (
