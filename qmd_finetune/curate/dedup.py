@@ -307,8 +307,14 @@ def _dedup_items(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
     flat = flatten(frame["output"])
     if len(flat.row) == 0:
         return frame, {"duplicate_items_removed": 0, "rows_with_duplicate_items": 0}
-    items = pl.DataFrame({"r": flat.row, "k": flat.kind, "t": flat.text.str.to_lowercase()})
-    first = items.select(pl.struct("r", "k", "t").is_first_distinct()).to_series().to_numpy()
+    # One 64-bit key per (row, kind, lower-cased text); a repeat within a row is a duplicate.
+    with np.errstate(over="ignore"):
+        key = (
+            flat.text.str.to_lowercase().hash(seed=7).to_numpy()
+            ^ (flat.kind.hash(seed=11).to_numpy() * _MIX)
+            ^ (flat.row.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
+        )
+    first = pl.Series(key).is_first_distinct().to_numpy()
     duplicate_rows = per_row_sum(~first, flat.lengths)
     rows = np.flatnonzero(duplicate_rows)
     counts = {"duplicate_items_removed": int((~first).sum()), "rows_with_duplicate_items": len(rows)}
