@@ -79,16 +79,13 @@ def query_key(query: pl.Expr) -> pl.Expr:
 # ---------------------------------------------------------------- MinHash / LSH (numpy)
 
 
-def minhash_signatures(texts: list[str], ngram: int = 3, num_perm: int = 64, seed: int = 1) -> np.ndarray:
-    """MinHash signatures (``len(texts) x num_perm``, uint32) over character ``ngram``-grams.
+def shingle_hashes(texts: list[str], ngram: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every character ``ngram``-gram of every text, and each text's start.
 
-    Texts shorter than ``ngram`` are padded so every text has a shingle; pad with spaces
-    (see :func:`near_text`) so word starts and ends make shingles. Vectorized: all shingles of
-    all texts are hashed at once, and ``np.minimum.reduceat`` takes each text's minimum.
+    Texts shorter than ``ngram`` are padded so every text has a shingle. Vectorized: the
+    texts are laid out as one UTF-32 array and all windows are hashed at once.
     """
     n = len(texts)
-    if n == 0:
-        return np.zeros((0, num_perm), dtype=np.uint32)
     padded = [t.ljust(ngram) for t in texts]
     lengths = np.fromiter((len(t) for t in padded), dtype=np.int64, count=n)
     codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
@@ -103,15 +100,61 @@ def minhash_signatures(texts: list[str], ngram: int = 3, num_perm: int = 64, see
         shingle = codes[positions]
         for k in range(1, ngram):
             shingle = shingle * _MIX + codes[positions + k]
-        shingle ^= shingle >> np.uint64(29)
-        rng = np.random.default_rng(seed)
-        a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
-        b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
-        signatures = np.empty((n, num_perm), dtype=np.uint32)
-        for j in range(num_perm):
-            hashed = ((shingle * a[j] + b[j]) >> np.uint64(32)).astype(np.uint32)
-            signatures[:, j] = np.minimum.reduceat(hashed, seg)
+        # splitmix64 finalizer: every output bit depends on every input character
+        shingle ^= shingle >> np.uint64(30)
+        shingle *= np.uint64(0xBF58476D1CE4E5B9)
+        shingle ^= shingle >> np.uint64(27)
+        shingle *= np.uint64(0x94D049BB133111EB)
+        shingle ^= shingle >> np.uint64(31)
+    return shingle, seg
+
+
+def minhash_signatures(
+    texts: list[str],
+    ngram: int = 3,
+    num_perm: int = 64,
+    seed: int = 1,
+    shingles: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """MinHash signatures (``len(texts) x num_perm``, uint32) over character ``ngram``-grams.
+
+    Pad texts with spaces (see :func:`near_text`) so word starts and ends make shingles.
+    Each permutation is one multiply-shift over all shingles and one ``np.minimum.reduceat``.
+    """
+    n = len(texts)
+    if n == 0:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    shingle, seg = shingles if shingles is not None else shingle_hashes(texts, ngram)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+    signatures = np.empty((n, num_perm), dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        # One 64-bit multiply-add gives two 32-bit hash functions (its high and low halves;
+        # the shingle hashes are fully mixed, so the low half is a fair hash of the low bits).
+        for j in range(0, num_perm - 1, 2):
+            halves = (shingle * a[j] + b[j]).view(np.uint32).reshape(-1, 2)
+            signatures[:, j : j + 2] = np.minimum.reduceat(halves, seg, axis=0)
+        if num_perm % 2:
+            hashed = ((shingle * a[-1] + b[-1]) >> np.uint64(32)).astype(np.uint32)
+            signatures[:, -1] = np.minimum.reduceat(hashed, seg)
     return signatures
+
+
+def exact_jaccard(shingles: tuple[np.ndarray, np.ndarray], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Exact Jaccard similarity of the shingle sets of text pairs (u[i], v[i]), as sparse row products."""
+    from scipy.sparse import csr_matrix
+
+    shingle, seg = shingles
+    n = len(seg)
+    indptr = np.append(seg, len(shingle)).astype(np.int64)
+    columns = (shingle >> np.uint64(33)).astype(np.int64)  # 31-bit column ids; collisions negligible
+    matrix = csr_matrix((np.ones(len(shingle), dtype=np.float32), columns, indptr), shape=(n, 1 << 31))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    sizes = np.diff(matrix.indptr)
+    inter = np.asarray(matrix[u].multiply(matrix[v]).sum(axis=1)).ravel()
+    return inter / (sizes[u] + sizes[v] - inter)
 
 
 def _bands_for(num_perm: int, threshold: float) -> tuple[int, int]:
@@ -128,6 +171,16 @@ def _bands_for(num_perm: int, threshold: float) -> tuple[int, int]:
             best = (cost, bands, rows)
     assert best is not None
     return best[1], best[2]
+
+
+def _agreement(signatures: np.ndarray, u: np.ndarray, v: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Share of equal signature entries per pair (the MinHash Jaccard estimate), in cache-sized chunks."""
+    out = np.empty(len(u), dtype=np.float64)
+    for start in range(0, len(u), chunk):
+        stop = start + chunk
+        equal = signatures[u[start:stop]] == signatures[v[start:stop]]
+        out[start:stop] = np.count_nonzero(equal, axis=1)
+    return out / signatures.shape[1]
 
 
 def _bucket_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,36 +237,20 @@ def near_duplicate_labels(
     n-gram sets reaches ``threshold``: estimated from the signatures when clearly above or
     below, computed exactly when the estimate is within 0.1 of the threshold.
     """
-    signatures = minhash_signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed)
+    shingles = shingle_hashes(texts, ngram) if texts else (np.zeros(0, np.uint64), np.zeros(0, np.int64))
+    signatures = minhash_signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed, shingles=shingles)
     bands, _ = _bands_for(num_perm, threshold)
     u, v = lsh_candidates(signatures, bands, groups)
     if len(u):
-        estimate = (signatures[u] == signatures[v]).mean(axis=1)
+        estimate = _agreement(signatures, u, v)
         # Clear cases follow the estimate; pairs within 0.1 of the threshold (about two
         # standard errors at 64 permutations) are checked exactly.
         sure = estimate >= threshold + 0.1
         unsure = np.flatnonzero(~sure & (estimate >= threshold - 0.1))
         if len(unsure):
-            involved = np.unique(np.concatenate([u[unsure], v[unsure]]))
-            sets = [_ngrams(texts[i], ngram) for i in involved.tolist()]
-            sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
-            left = np.searchsorted(involved, u[unsure])
-            right = np.searchsorted(involved, v[unsure])
-            inter = np.fromiter(
-                (len(sets[x] & sets[y]) for x, y in zip(left.tolist(), right.tolist())),
-                dtype=np.int64,
-                count=len(unsure),
-            )
-            exact = inter / (sizes[left] + sizes[right] - inter)
-        else:
-            exact = np.zeros(0)
-        sure[unsure[exact >= threshold]] = True
+            sure[unsure[exact_jaccard(shingles, u[unsure], v[unsure]) >= threshold]] = True
         u, v = u[sure], v[sure]
     return _components(len(texts), u, v), len(u)
-
-
-def _ngrams(text: str, ngram: int) -> frozenset[str]:
-    return frozenset([text[k : k + ngram] for k in range(len(text) - ngram + 1)] or [text])
 
 
 def near_text(key: pl.Expr) -> pl.Expr:
