@@ -1,0 +1,1 @@
+"""Training: prepare, sft, grpo, eval, export (TRL + PEFT)."""

@@ -1,0 +1,254 @@
+"""``train``: prepare | sft | grpo | eval | export. Thin: parse flags, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from qmd_finetune.training.config import (
+    ConfigError,
+    GRPORunConfig,
+    SFTRunConfig,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+)
+from qmd_finetune.training.models import ModelLoadError
+
+app = typer.Typer(
+    help="Train query-expansion models: prepare | sft | grpo | eval | export.", no_args_is_help=True
+)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _log(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+def _default_config(name: str) -> Path | None:
+    path = CONFIG_DIR / name
+    return path if path.is_file() else None
+
+
+@app.command()
+def prepare(
+    inputs: list[Path] = typer.Option(
+        ..., "--input", "-i", help="Record JSONL files (repeat, or list after --input)."
+    ),
+    more: list[Path] = typer.Argument(None, help="More input files.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Dataset directory to write."),
+    base_model: str = typer.Option("local/smollm2", help="Model family decides the prompt format."),
+    val_split: float = typer.Option(0.1, help="Fraction of queries for validation (stratified by category)."),
+    seed: int = typer.Option(42),
+    only_variants: bool = typer.Option(
+        False, "--only-variants", help="Add one /only:KIND variant per record."
+    ),
+    short_augment: int = typer.Option(
+        0, "--short-augment", help="Add N extra short-query (<= 2 words) rows."
+    ),
+    prompt_template: str = typer.Option(None, help="Override the prompt; must contain {query}."),
+) -> None:
+    """Chat-formatted train/val JSONL (prompt/completion + messages) and dataset_info.json."""
+    from qmd_finetune.training.prepare import prepare as run_prepare
+
+    try:
+        result = run_prepare(
+            [*inputs, *(more or [])],
+            output,
+            base_model=base_model,
+            val_split=val_split,
+            seed=seed,
+            with_only_variants=only_variants,
+            short_augment_n=short_augment,
+            prompt_template=prompt_template,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    counts = result.info["counts"]
+    table = Table(title=f"train prepare -> {output}")
+    for key in counts:
+        table.add_column(key, justify="right")
+    table.add_row(*(str(v) for v in counts.values()))
+    console.print(table)
+    if result.info["reject_reasons"]:
+        console.print(f"rejected: {result.info['reject_reasons']} (see {output}/rejects.jsonl)")
+
+
+def _resolve(cls: type, config: Path | None, ctx: typer.Context) -> object:
+    try:
+        return load_config(cls, config, parse_overrides(list(ctx.args)))
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+
+
+def _run_training(kind: str, ctx: typer.Context, config: Path | None, dry_run: bool, resume: bool) -> None:
+    cls = SFTRunConfig if kind == "sft" else GRPORunConfig
+    config = config or _default_config(f"{kind}.yaml")
+    resolved = _resolve(cls, config, ctx)
+    if dry_run:
+        console.print(f"# train {kind}: resolved config (from {config or 'defaults'})", highlight=False)
+        console.print(yaml.safe_dump(config_to_dict(resolved), sort_keys=False).rstrip(), highlight=False)
+        return
+    _quiet_libraries()
+    try:
+        if kind == "sft":
+            from qmd_finetune.training.sft import run_sft
+
+            info = run_sft(resolved, resume=resume, log=_log)
+        else:
+            from qmd_finetune.training.grpo import run_grpo
+
+            info = run_grpo(resolved, resume=resume, log=_log)
+    except (FileNotFoundError, ModelLoadError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(
+        f"[green]done[/green]: {info['global_step']} steps in {info['seconds']}s, "
+        f"loss {info['first_loss']} -> {info['last_loss']}; outputs in {resolved.output_dir}",
+        highlight=False,
+    )
+
+
+@app.command(context_settings=OVERRIDES)
+def sft(
+    ctx: typer.Context,
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (default: configs/sft.yaml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
+) -> None:
+    """Supervised LoRA fine-tuning (TRL SFTTrainer). Override any config key: --max_steps 2."""
+    _run_training("sft", ctx, config, dry_run, resume)
+
+
+@app.command(context_settings=OVERRIDES)
+def grpo(
+    ctx: typer.Context,
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (default: configs/grpo.yaml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
+) -> None:
+    """GRPO with the qmd reward on top of the SFT model (TRL GRPOTrainer, own LoRA)."""
+    _run_training("grpo", ctx, config, dry_run, resume)
+
+
+@app.command("eval")
+def evaluate_command(
+    model: str = typer.Option(..., "--model", "-m", help="Adapter dir, merged model dir, or local/smollm2."),
+    queries: Path = typer.Option(
+        ..., "--queries", "-q", help="Query list (# headings = categories) or JSONL."
+    ),
+    compare: str = typer.Option(None, "--compare", help="Another model, or a report.json, to diff against."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
+    html_path: Path = typer.Option(None, "--html", help="Write an HTML report here."),
+    batch_size: int = typer.Option(8, help="Queries per generation batch."),
+    max_new_tokens: int = typer.Option(256),
+    dtype: str = typer.Option("auto", help="auto (bf16 where supported) | fp32 | bf16."),
+    limit: int = typer.Option(None, help="Only the first N queries."),
+    show: int = typer.Option(10, help="Print the N lowest-scoring queries."),
+) -> None:
+    """Greedy generation on a query list, scored with the reward; per query and per category."""
+    from qmd_finetune.training import evaluate as ev
+
+    if dtype not in {"auto", "fp32", "bf16"}:
+        _fail(f"--dtype must be auto, fp32 or bf16, not {dtype!r}", code=2)
+    _quiet_libraries()
+    try:
+        report = ev.evaluate(model, queries, batch_size, max_new_tokens, dtype, limit)
+        if compare:
+            if compare.endswith(".json") and Path(compare).is_file():
+                other = ev.load_report(compare)
+            else:
+                other = ev.evaluate(compare, queries, batch_size, max_new_tokens, dtype, limit)
+            report["compare"] = ev.compare(report, other)
+    except (FileNotFoundError, ModelLoadError, ValueError) as exc:
+        _fail(str(exc))
+    _print_report(report, show)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        console.print(f"report: {output}")
+    if html_path:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(ev.render_html(report), encoding="utf-8")
+        console.print(f"html: {html_path}")
+
+
+def _print_report(report: dict, show: int) -> None:
+    comparison = report.get("compare")
+    table = Table(title=f"{report['loaded']}: mean {report['mean']:.1f}% over {report['n']} queries")
+    table.add_column("category")
+    table.add_column("n", justify="right")
+    table.add_column("mean %", justify="right")
+    if comparison:
+        table.add_column("delta", justify="right")
+    for name, stats in report["categories"].items():
+        row = [name, str(stats["n"]), f"{stats['mean']:.1f}"]
+        if comparison:
+            delta = comparison["categories"].get(name, {}).get("delta")
+            row.append("" if delta is None else f"{delta:+.1f}")
+        table.add_row(*row)
+    console.print(table)
+    worst = sorted(report["results"], key=lambda r: r["percentage"])[:show]
+    for r in worst:
+        first = r["deductions"][0] if r["deductions"] else ""
+        console.print(f"  {r['percentage']:5.1f}  {r['query']}  [dim]{first}[/dim]", highlight=False)
+    if comparison:
+        console.print(
+            f"vs {comparison['other_model']}: {comparison['other_mean']:.1f}% -> {comparison['mean']:.1f}% "
+            f"(delta {comparison['delta']:+.1f} over {comparison['matched']} queries)",
+            highlight=False,
+        )
+
+
+@app.command("export")
+def export_command(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Adapter dir (merged on export) or merged model dir."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
+    gguf: bool = typer.Option(False, "--gguf", help="Also convert to GGUF (needs llama.cpp's converter)."),
+    converter: str = typer.Option(None, help="Path to llama.cpp's convert_hf_to_gguf.py."),
+    outtype: str = typer.Option("f16", help="GGUF tensor type passed to the converter."),
+) -> None:
+    """Merged safetensors + tokenizer + Ollama Modelfile (+ GGUF when a converter is available)."""
+    from qmd_finetune.training.export import ConverterMissing, export
+
+    _quiet_libraries()
+    try:
+        result = export(model, output, gguf=gguf, converter=converter, outtype=outtype)
+    except ConverterMissing as exc:
+        console.print(f"exported safetensors + Modelfile to {output}")
+        _fail(str(exc))
+    except (FileNotFoundError, ModelLoadError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"exported to {result.output_dir} (Modelfile: {result.modelfile})")
+    if result.gguf:
+        console.print(f"gguf: {result.gguf}")
+    console.print(f"ollama: cd {result.output_dir} && ollama create qmd-expander -f Modelfile")
+
+
+if __name__ == "__main__":
+    app()

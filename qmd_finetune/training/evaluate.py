@@ -1,0 +1,277 @@
+"""``train eval``: batched greedy generation, scored with the reward, per query and per category."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from qmd_finetune.reward import score
+from qmd_finetune.training.models import ModelSource, load_model, load_tokenizer
+from qmd_finetune.training.models import inspect_model as inspect
+from qmd_finetune.training.prompts import PromptFormat, format_for, read_format
+
+DEFAULT_CATEGORY = "uncategorized"
+
+
+@dataclass
+class EvalQuery:
+    query: str
+    category: str
+
+
+def read_eval_queries(path: str | Path) -> list[EvalQuery]:
+    """A query list: one query per line; a ``# Heading`` comment names the category of the lines below.
+
+    JSONL files (one record or ``{"query", "category"}`` object per line) are accepted too.
+    """
+    target = Path(path)
+    if not target.is_file():
+        raise FileNotFoundError(f"queries file not found: {target}")
+    out: list[EvalQuery] = []
+    lines = target.read_text(encoding="utf-8-sig").splitlines()
+    if target.suffix == ".jsonl":
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                query = row.get("query") or row.get("input")
+                if isinstance(query, str) and query.strip():
+                    out.append(EvalQuery(query.strip(), row.get("category") or DEFAULT_CATEGORY))
+        return out
+    category = DEFAULT_CATEGORY
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("#"):
+            heading = text.lstrip("#").strip()
+            if heading:
+                category = heading
+            continue
+        out.append(EvalQuery(text, category))
+    return out
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    queries: list[str],
+    fmt: PromptFormat,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+) -> list[str]:
+    """Greedy completions with left padding; batches are length-sorted, results in input order."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    prompts = [
+        tokenizer.apply_chat_template(
+            fmt.messages(q), tokenize=False, add_generation_prompt=True, **fmt.chat_template_kwargs
+        )
+        for q in queries
+    ]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    eos_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    results: list[str] = [""] * len(prompts)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        enc = {k: v.to(device) for k, v in enc.items()}
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        width = enc["input_ids"].shape[1]
+        for row, i in enumerate(idx):
+            ids = out[row, width:].tolist()
+            for pos, token in enumerate(ids):
+                if token in eos_ids:
+                    ids = ids[:pos]
+                    break
+            # Special tokens are kept: leaked chat markers must reach the reward as they are.
+            results[i] = tokenizer.decode(ids, skip_special_tokens=False).strip()
+    return results
+
+
+def prompt_format(source: ModelSource) -> PromptFormat:
+    saved = read_format(source.path)
+    if saved is None and source.kind == "adapter" and source.base:
+        saved = read_format(source.base)
+    return saved or format_for(source.base_name or source.requested)
+
+
+def evaluate(
+    model_name: str,
+    queries_path: str | Path,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    dtype: str = "auto",
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Load exactly ``model_name`` (see models.inspect_model), generate, score; returns the report."""
+    import torch
+
+    from qmd_finetune.embedded import best_dtype
+
+    queries = read_eval_queries(queries_path)[:limit] if limit else read_eval_queries(queries_path)
+    if not queries:
+        raise ValueError(f"no queries in {queries_path}")
+    source = inspect(model_name)
+    torch_dtype = {"auto": best_dtype(), "fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, dtype=torch_dtype, merge=True)
+    fmt = prompt_format(source)
+    start = time.monotonic()
+    outputs = generate(model, tokenizer, [q.query for q in queries], fmt, batch_size, max_new_tokens)
+    seconds = time.monotonic() - start
+    return build_report(
+        model_name, source, queries, outputs, fmt, str(queries_path), seconds, str(torch_dtype)
+    )
+
+
+def build_report(
+    model_name: str,
+    source: ModelSource | None,
+    queries: list[EvalQuery],
+    outputs: list[str],
+    fmt: PromptFormat,
+    queries_path: str,
+    seconds: float,
+    dtype: str,
+) -> dict[str, Any]:
+    results = []
+    by_category: dict[str, list[float]] = defaultdict(list)
+    for q, text in zip(queries, outputs):
+        s = score(q.query, text)
+        results.append(
+            {
+                "query": q.query,
+                "category": q.category,
+                "output": text,
+                "percentage": s.percentage,
+                "rating": s.rating,
+                "deductions": s.deductions,
+            }
+        )
+        by_category[q.category].append(s.percentage)
+    ratings: dict[str, int] = defaultdict(int)
+    for r in results:
+        ratings[r["rating"]] += 1
+    return {
+        "model": model_name,
+        "loaded": source.describe() if source else model_name,
+        "queries_file": queries_path,
+        "prompt_format": fmt.to_dict(),
+        "dtype": dtype,
+        "n": len(results),
+        "mean": round(mean(r["percentage"] for r in results), 2),
+        "ratings": dict(ratings),
+        "categories": {c: {"n": len(v), "mean": round(mean(v), 2)} for c, v in by_category.items()},
+        "generation_seconds": round(seconds, 1),
+        "results": results,
+    }
+
+
+def compare(report: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Deltas ``report - other``: overall, per category and per query (matched by query text)."""
+    theirs = {r["query"]: r for r in other["results"]}
+    per_query = [
+        {
+            "query": r["query"],
+            "category": r["category"],
+            "percentage": r["percentage"],
+            "other": theirs[r["query"]]["percentage"],
+            "delta": round(r["percentage"] - theirs[r["query"]]["percentage"], 1),
+        }
+        for r in report["results"]
+        if r["query"] in theirs
+    ]
+    categories = {}
+    for name, stats in report["categories"].items():
+        if name in other["categories"]:
+            categories[name] = {
+                "mean": stats["mean"],
+                "other": other["categories"][name]["mean"],
+                "delta": round(stats["mean"] - other["categories"][name]["mean"], 2),
+            }
+    return {
+        "other_model": other["model"],
+        "mean": report["mean"],
+        "other_mean": other["mean"],
+        "delta": round(report["mean"] - other["mean"], 2),
+        "categories": categories,
+        "queries": per_query,
+        "matched": len(per_query),
+    }
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "results" not in data:
+        raise ValueError(f"{path} is not a train eval report")
+    return data
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained page: summary, categories, then every query with its output and deductions."""
+    esc = html.escape
+    comparison = report.get("compare")
+    delta = {q["query"]: q["delta"] for q in comparison["queries"]} if comparison else {}
+    cat_delta = comparison["categories"] if comparison else {}
+    rows_cat = "".join(
+        f"<tr><td>{esc(name)}</td><td>{stats['n']}</td><td>{stats['mean']:.1f}</td>"
+        + (
+            f"<td>{cat_delta[name]['delta']:+.1f}</td>"
+            if name in cat_delta
+            else ("<td></td>" if comparison else "")
+        )
+        + "</tr>"
+        for name, stats in sorted(report["categories"].items())
+    )
+    rows_q = "".join(
+        f"<tr class='{esc(r['rating'].lower())}'><td>{esc(r['query'])}</td><td>{esc(r['category'])}</td>"
+        f"<td>{r['percentage']:.1f}</td>"
+        + (
+            f"<td>{delta[r['query']]:+.1f}</td>"
+            if r["query"] in delta
+            else ("<td></td>" if comparison else "")
+        )
+        + f"<td><pre>{esc(r['output'])}</pre></td><td>{esc('; '.join(r['deductions']))}</td></tr>"
+        for r in report["results"]
+    )
+    delta_head = "<th>delta</th>" if comparison else ""
+    summary = f"mean {report['mean']:.1f}% over {report['n']} queries"
+    if comparison:
+        summary += f" (vs {esc(comparison['other_model'])}: {comparison['other_mean']:.1f}%, delta {comparison['delta']:+.1f})"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>train eval: {esc(report["model"])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }}
+pre {{ margin: 0; white-space: pre-wrap; max-width: 60em; }}
+tr.excellent td:nth-child(3) {{ background: #d4f7d4; }}
+tr.good td:nth-child(3) {{ background: #eef7c8; }}
+tr.acceptable td:nth-child(3) {{ background: #f7eec8; }}
+tr.poor td:nth-child(3), tr.failed td:nth-child(3) {{ background: #f7d4d4; }}
+</style></head><body>
+<h1>{esc(report["model"])}</h1>
+<p>{esc(report["loaded"])}; {summary}; queries from {esc(report["queries_file"])}</p>
+<h2>Categories</h2>
+<table><tr><th>category</th><th>n</th><th>mean %</th>{delta_head}</tr>{rows_cat}</table>
+<h2>Queries</h2>
+<table><tr><th>query</th><th>category</th><th>%</th>{delta_head}<th>output</th><th>deductions</th></tr>{rows_q}</table>
+</body></html>
+"""
