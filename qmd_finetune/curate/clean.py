@@ -65,6 +65,7 @@ REJECT_NOTHING_LEFT = "no items left after clean fixes"
 FLAGS = "flags"
 
 _ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 _NEVER = r"[^\s\S]"  # matches nothing (the regex engine has no lookaround)
 
 
@@ -337,8 +338,16 @@ class _Items:
             {"k": flat.kind, "t": flat.text, "b": base.gather(flat.row) if self.n else base.head(0)}
         )
         if self.n:
-            keys = triples.select(pl.struct("k", "t", "b").hash()).to_series().to_numpy()
-            _, first, self.inverse = np.unique(keys, return_index=True, return_inverse=True)
+            with np.errstate(over="ignore"):
+                keys = (
+                    flat.text.hash(seed=1).to_numpy()
+                    ^ (base.hash(seed=2).to_numpy()[flat.row] * _MIX)
+                    ^ (flat.kind.hash(seed=3).to_numpy() * np.uint64(3))
+                )
+            hashes = pl.DataFrame({"h": keys})
+            first = np.flatnonzero(hashes.select(pl.col("h").is_first_distinct()).to_series().to_numpy())
+            ids = pl.DataFrame({"h": keys[first], "id": np.arange(len(first), dtype=np.int64)})
+            self.inverse = hashes.join(ids, on="h", how="left", maintain_order="left")["id"].to_numpy()
             self.unique = triples[first]
         else:
             self.inverse = np.zeros(0, dtype=np.int64)
@@ -396,41 +405,60 @@ def _echo(unique: pl.DataFrame) -> np.ndarray:
     return echo
 
 
+def _flat_words(texts: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """The lower-cased words of ``texts`` (punctuation dropped) as one flat Series, and the owner of each."""
+    lists = texts.to_frame("t").select(_split_words(pl.col("t"))).to_series()
+    lengths = lists.list.len().cast(pl.Int64).to_numpy()
+    owner = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+    return owner, lists.explode(empty_as_null=False, keep_nulls=False)
+
+
 def _boilerplate(unique: pl.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Unique items whose template signature is shared by many distinct queries."""
+    """Unique items whose template signature is shared by many distinct queries.
+
+    The signature is the bag of the text's words that are not words of its query, summed as
+    64-bit word hashes: flat numpy/polars work, no per-row lists.
+    """
     boiler = np.zeros(unique.height, dtype=bool)
     index = np.flatnonzero(unique["k"].is_in(list(settings["boilerplate_kinds"])).to_numpy())
     if len(index) == 0:
         return boiler, []
-    part = unique[index].with_columns(
-        _split_words(pl.col("t"))
-        .list.set_difference(_split_words(pl.col("b")))
-        .list.eval(pl.element().filter(pl.element() != ""))
-        .alias("words")
-    )
-    part = part.with_columns(
-        pl.col("words").list.eval(pl.element().hash()).list.sum().alias("sig"),
-        pl.col("words").list.len().alias("n_words"),
-    )
+    part = unique[index]
+    bases = part["b"].unique()
+    base_id = part.select(pl.col("b").hash(seed=5)).to_series().to_numpy()
+    owner, words = _flat_words(part["t"])
+    q_owner, q_words = _flat_words(bases)
+    q_base_id = bases.hash(seed=5).to_numpy()[q_owner]
+    with np.errstate(over="ignore"):
+        word_hash = words.hash(seed=9).to_numpy()
+        keyed = word_hash ^ (base_id[owner] * _MIX)
+        query_keyed = q_words.hash(seed=9).to_numpy() ^ (q_base_id * _MIX)
+    own = (words != "").to_numpy() & ~pl.Series(keyed).is_in(pl.Series(query_keyed)).to_numpy()
+    lengths = np.bincount(owner, minlength=len(index))
+    with np.errstate(over="ignore"):
+        signature = per_row_sum(np.where(own, word_hash, 0).view(np.int64), lengths)
+    n_words = per_row_sum(own, lengths)
     min_words = max(1, int(settings["boilerplate_min_words"]))
+    scored = part.with_columns(pl.Series("sig", signature), pl.Series("n_words", n_words))
     groups = (
-        part.filter(pl.col("n_words") >= min_words)
+        scored.filter(pl.col("n_words") >= min_words)
         .group_by("k", "sig")
         .agg(
-            pl.col("b").n_unique().alias("queries"),
-            pl.col("t").first().alias("example"),
-            pl.col("words").first().alias("words"),
+            pl.col("b").n_unique().alias("queries"), pl.col("t").first().alias("example"), pl.col("b").first()
         )
     )
     templates = groups.filter(pl.col("queries") >= int(settings["boilerplate_min_queries"]))
-    marked = part.select("k", "sig", "n_words").join(
+    marked = scored.select("k", "sig", "n_words").join(
         templates.select("k", "sig", "queries"), on=["k", "sig"], how="left", maintain_order="left"
     )
-    boiler[index] = marked["queries"].is_not_null().to_numpy() & (marked["n_words"].to_numpy() >= min_words)
+    boiler[index] = marked["queries"].is_not_null().to_numpy() & (n_words >= min_words)
     top = templates.sort("queries", descending=True).head(20)
+    top = top.with_columns(
+        _split_words(pl.col("example")).list.set_difference(_split_words(pl.col("b"))).alias("words")
+    )
     signatures = [
-        {"kind": k, "queries": int(q), "example": e, "signature": " ".join(sorted(w))}
-        for k, q, e, w in top.select("k", "queries", "example", "words").iter_rows()
+        {"kind": k, "queries": int(q), "example": e, "signature": " ".join(sorted(w for w in words if w))}
+        for k, q, e, words in top.select("k", "queries", "example", "words").iter_rows()
     ]
     return boiler, signatures
 
