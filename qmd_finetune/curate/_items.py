@@ -96,3 +96,12 @@ def replace_rows(series: pl.Series, rows: np.ndarray, values: pl.Series) -> pl.S
     index = np.arange(len(series), dtype=np.int64)
     index[rows] = len(series) + np.arange(len(rows), dtype=np.int64)
     return pl.concat([series, values.cast(series.dtype).rename(series.name)]).gather(index)
+
+
+def unique_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first occurrence of each distinct key, id of every entry's key); hash based."""
+    hashes = pl.DataFrame({"h": keys})
+    first = np.flatnonzero(hashes.select(pl.col("h").is_first_distinct()).to_series().to_numpy())
+    ids = pl.DataFrame({"h": keys[first], "id": np.arange(len(first), dtype=np.int64)})
+    inverse = hashes.join(ids, on="h", how="left", maintain_order="left")["id"].to_numpy()
+    return first, inverse

@@ -45,7 +45,15 @@ import numpy as np
 import polars as pl
 import yaml
 
-from qmd_finetune.curate._items import Flat, flatten, per_row_min, per_row_sum, rebuild, replace_rows
+from qmd_finetune.curate._items import (
+    Flat,
+    flatten,
+    per_row_min,
+    per_row_sum,
+    rebuild,
+    replace_rows,
+    unique_ids,
+)
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.resources import data_path
 
@@ -344,10 +352,7 @@ class _Items:
                     ^ (base.hash(seed=2).to_numpy()[flat.row] * _MIX)
                     ^ (flat.kind.hash(seed=3).to_numpy() * np.uint64(3))
                 )
-            hashes = pl.DataFrame({"h": keys})
-            first = np.flatnonzero(hashes.select(pl.col("h").is_first_distinct()).to_series().to_numpy())
-            ids = pl.DataFrame({"h": keys[first], "id": np.arange(len(first), dtype=np.int64)})
-            self.inverse = hashes.join(ids, on="h", how="left", maintain_order="left")["id"].to_numpy()
+            first, self.inverse = unique_ids(keys)
             self.unique = triples[first]
         else:
             self.inverse = np.zeros(0, dtype=np.int64)
@@ -566,31 +571,47 @@ def _everyday_sense(
     if queries.len() == 0:
         return result
     rows = np.flatnonzero(base.is_in(queries).to_numpy())
+    # Outputs are read once per distinct (query, output) pair.
+    output = data["output"].gather(rows)
+    matched = base.gather(rows)
+    with np.errstate(over="ignore"):
+        keys = matched.hash(seed=4).to_numpy() ^ (output.hash(seed=6).to_numpy() * _MIX)
+    first, inverse = unique_ids(keys)
     subset = pl.DataFrame(
         {
-            "b": base.gather(rows),
-            "text": data["output"]
-            .gather(rows)
+            "b": matched.gather(first),
+            "text": output.gather(first)
             .list.eval(pl.element().list.get(1, null_on_oob=True))
             .list.join(" \n ")
             .str.to_lowercase(),
         }
     )
-    hits = []
+    found = pl.Series("sense", [None] * subset.height, dtype=pl.Utf8)
     for term in config.terms:
+        # Query-side tests on the distinct queries; the outputs only of rows that pass.
+        term_queries = queries.filter(
+            queries.str.contains(word_pattern(term.forms))
+            & queries.str.contains(_pattern(term.tech + config.tech_context))
+        )
+        if term_queries.len() == 0:
+            continue
+        index = np.flatnonzero(subset["b"].is_in(term_queries).to_numpy() & found.is_null().to_numpy())
+        if len(index) == 0:
+            continue
         text = pl.col("text")
         for phrase in term.exceptions:
             text = text.str.replace_all(word_pattern([phrase]), " ")
         everyday = word_pattern(term.everyday)
-        fires = (
-            pl.col("b").str.contains(word_pattern(term.forms))
-            & pl.col("b").str.contains(_pattern(term.tech + config.tech_context))
-            & text.str.contains(everyday)
+        word = (
+            subset[index]
+            .select(text.str.extract(f"({everyday})", 1).str.strip_chars(" ()[],.;:!?"))
+            .to_series()
         )
-        word = text.str.extract(f"({everyday})", 1).str.strip_chars(" ()[],.;:!?")
-        hits.append(pl.when(fires).then(pl.lit(term.term + ":") + word))
-    found = subset.select(pl.coalesce(hits)).to_series()
-    return result.scatter(rows, found)
+        hit = word.is_not_null().to_numpy()
+        if hit.any():
+            labels = word.filter(pl.Series(hit)).to_frame("w").select(pl.lit(term.term + ":") + pl.col("w"))
+            found = found.scatter(index[hit], labels.to_series())
+    return result.scatter(rows, found.gather(inverse))
 
 
 def _flags_and_reasons(
