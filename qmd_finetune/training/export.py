@@ -22,7 +22,7 @@ Get it with:
   pip install -r llama.cpp/requirements/requirements-convert_hf_to_gguf.txt
 then rerun with --converter llama.cpp/{CONVERTER_NAME} (or set {CONVERTER_ENV}=llama.cpp/{CONVERTER_NAME}).
 The safetensors export is complete; Ollama can also import it directly (the Modelfile says FROM .)."""
-_SYSTEM_RE = re.compile(r"<\|im_start\|>system\\n(.+?)<\|im_end\|>")
+_SYSTEM_RE = re.compile(r"<\|im_start\|>system(?:\\n|\n)(.+?)<\|im_end\|>")
 
 
 class ConverterMissing(RuntimeError):

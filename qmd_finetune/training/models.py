@@ -74,7 +74,7 @@ def inspect_model(name_or_path: str) -> ModelSource:
         hint = ""
         subdirs = [d.name for d in path.iterdir() if d.is_dir() and d.name in {"adapter", "merged"}]
         if subdirs:
-            hint = f"; it contains {' and '.join(sorted(subdirs))}/: pass one of those"
+            hint = f"; it contains {' and '.join(d + '/' for d in sorted(subdirs))}: pass one of those"
         raise ModelLoadError(
             f"{path} is neither an adapter directory (adapter_config.json) nor a model directory "
             f"(config.json + weights){hint}"
