@@ -34,8 +34,12 @@ lint: install
 	$(VENV)/bin/ruff check qmd_finetune tests bench
 	$(VENV)/bin/ruff format --check qmd_finetune tests bench
 
+# Each benchmark prints its ratios against a baseline measured in the same run.
 bench: install
 	$(PY) bench/score_throughput.py
+	$(PY) bench/curate_pipeline.py
+	$(PY) bench/generate_runner.py
+	$(PY) bench/train_quality.py
 
 clean:
 	rm -rf out .pytest_cache
