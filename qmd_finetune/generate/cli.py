@@ -1,4 +1,4 @@
-"""``generate``: query synthesis, expansion with any provider, and the offline dataset transform."""
+"""generate: query synthesis, expansion with any provider, and the offline dataset transform."""
 
 from __future__ import annotations
 
@@ -50,13 +50,16 @@ def queries(
     facet_counts = None
     if from_plan:
         try:
-            category_counts, facet_counts, unknown = q.load_plan(from_plan, tpl)
+            plan = q.load_plan(from_plan, tpl)
         except q.PlanError as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from exc
-        if not category_counts and facet_counts:
-            category_counts = generator.allocate_categories(sum(facet_counts.values()), category or None)
-        for name in unknown:
+        category_counts, facet_counts = dict(plan.categories), plan.facets
+        extra = plan.total_needed - sum(category_counts.values())
+        if extra > 0:  # facet deficits larger than the category ones: spread the rest by weight
+            for name, n in generator.allocate_categories(extra, category or None).items():
+                category_counts[name] = category_counts.get(name, 0) + n
+        for name in plan.unknown:
             err.print(f"[yellow]warning:[/] plan category {name!r} has no templates; skipped")
     else:
         category_counts = generator.allocate_categories(count, category or None)
@@ -241,7 +244,7 @@ def offline(
         None, "--expansions-column", help="List (or newline text) of expansions -> lex/vec by form."
     ),
     output_column: str | None = typer.Option(
-        None, "--output-column", help="Record-style output column (text or [kind, text] pairs)."
+        None, "--output-column", help="Record-style output column (text or \\[kind, text] pairs)."
     ),
     lex_column: str | None = typer.Option(None, "--lex-column"),
     vec_column: str | None = typer.Option(None, "--vec-column"),

@@ -20,7 +20,7 @@ from typing import Any
 PROVIDER = "local"
 MODEL_NAMES = ("smollm2", "embedded")
 DEFAULT_MAX_NEW_TOKENS = 256
-DEFAULT_REPETITION_PENALTY = 1.2
+DEFAULT_REPETITION_PENALTY = 1.0
 MAX_BATCH = 8
 # How long the worker waits for more requests to join a batch once the first one arrived.
 BATCH_WINDOW_S = 0.01
@@ -34,7 +34,7 @@ class GenParams:
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
-    # The 135M model loops on greedy decoding without it; 1.0 turns it off.
+    # > 1.0 discourages loops, but also the repeated "lex:"/"vec:" prefixes of this format.
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY
 
 
@@ -80,18 +80,20 @@ class EmbeddedEngine:
         tokenizer, model = self._tokenizer, self._model
         conversations = [_plain_messages(m) for m in conversations]
         with self._lock:
-            enc = tokenizer.apply_chat_template(
-                conversations,
-                add_generation_prompt=True,
+            enc = tokenizer(
+                [render_prompt(tokenizer, c) for c in conversations],
                 padding=True,
-                return_dict=True,
                 return_tensors="pt",
+                add_special_tokens=False,
             )
             kwargs: dict[str, Any] = {
                 "max_new_tokens": params.max_new_tokens,
                 "pad_token_id": tokenizer.pad_token_id,
                 "repetition_penalty": params.repetition_penalty,
             }
+            if params.stop:
+                # stop rows inside generate, not only by cutting the text afterwards
+                kwargs["stopping_criteria"] = [_TailStop(tokenizer, params.stop, enc["input_ids"].shape[1])]
             if params.temperature > 0:
                 kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
             else:
@@ -122,6 +124,32 @@ class EmbeddedEngine:
                 )
             )
         return results
+
+
+class _TailStop:
+    """Per-row stop when a stop string appears in the last few generated tokens.
+
+    (transformers' ``stop_strings`` does the same with a much costlier precomputation.)"""
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_len: int, tail: int = 3) -> None:
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.prompt_len = prompt_len
+        self.tail = tail
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        start = max(self.prompt_len, input_ids.shape[1] - self.tail)
+        texts = self.tokenizer.batch_decode(input_ids[:, start:])
+        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], dtype=torch.bool)
+
+
+def render_prompt(tokenizer: Any, messages: Messages) -> str:
+    """Chat-template text; a final assistant message is continued (a prefill), not closed."""
+    if messages and messages[-1]["role"] == "assistant":
+        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def _plain_messages(messages: Messages) -> Messages:

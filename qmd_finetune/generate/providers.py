@@ -147,20 +147,32 @@ class Provider:
 
 
 class LocalProvider(Provider):
+    """The embedded model. The answer is prefilled with its first prefix (``hyde:``, or the
+    only-mode kind) and cut at the first blank line: a 135M model keeps the format that way
+    (6/6 parseable answers vs 3/6 on a sample), and what follows a blank line is chatter."""
+
     name = "local"
+    STOP = ("\n\n",)
 
     async def complete(
         self, messages: list[dict[str, Any]], params: GenerationParams, timeout: float
     ) -> ChatResponse:
         from qmd_finetune.generate import local_llm
+        from qmd_finetune.records import only_mode
 
         gen = local_llm.GenParams(
-            max_new_tokens=params.max_tokens, temperature=params.temperature or 0.0, top_p=params.top_p or 1.0
+            max_new_tokens=params.max_tokens,
+            temperature=params.temperature or 0.0,
+            top_p=params.top_p or 1.0,
+            stop=self.STOP,
         )
+        query = str(messages[-1].get("content", "")) if messages and messages[-1]["role"] == "user" else ""
+        prefill = f"{only_mode(query)[1] or 'hyde'}:" if query else ""
+        request = [*messages, {"role": "assistant", "content": prefill}] if prefill else messages
         # No timeout here: a queued request waits for the batches before it, which is not a fault.
-        result = await local_llm.agenerate(messages, gen)
+        result = await local_llm.agenerate(request, gen)
         return ChatResponse(
-            text=result.text,
+            text=f"{prefill} {result.text.lstrip()}" if prefill else result.text,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             finish_reason=result.finish_reason,

@@ -199,11 +199,20 @@ def read_existing_queries(paths: list[Path]) -> set[str]:
     return seen
 
 
-def load_plan(path: str | Path, templates: Templates) -> tuple[dict[str, int], dict[str, int], list[str]]:
-    """Read a generation plan: ``{"categories": {name: n}, "facets": {name: n}}``.
+@dataclass
+class Plan:
+    categories: dict[str, int]
+    facets: dict[str, int]
+    unknown: list[str]
+    total_needed: int
 
-    Lenient: values may be ints or objects with ``needed``/``deficit``/``count``; extra keys are
-    ignored; category aliases from the taxonomy are resolved. Returns (categories, facets, unknown).
+
+def load_plan(path: str | Path, templates: Templates) -> Plan:
+    """Read a generation plan: ``{"categories": {name: n}, "facets": {name: n}, "total_needed": n}``.
+
+    Lenient: values may be ints or objects with ``needed``/``deficit``/``count``; other keys are
+    ignored; category aliases from the taxonomy are resolved; ``total_needed`` (optional) may
+    exceed the category sum when a facet needs more queries than the categories do.
     """
     try:
         plan = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -233,7 +242,10 @@ def load_plan(path: str | Path, templates: Templates) -> tuple[dict[str, int], d
             count = _plan_count(value)
             if facet and count > 0:
                 facets[facet] = facets.get(facet, 0) + count
-    return categories, facets, unknown
+    total = max(
+        sum(categories.values()), _plan_count(plan.get("total_needed", 0)), max(facets.values(), default=0)
+    )
+    return Plan(categories, facets, unknown, total)
 
 
 def _plan_count(value: Any) -> int:
