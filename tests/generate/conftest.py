@@ -48,9 +48,9 @@ def queries_file(tmp_path: Path) -> Path:
     return path
 
 
-def invoke(args: list[str]):
+def invoke(args: list[str], env: dict[str, str] | None = None):
     from typer.testing import CliRunner
 
     from qmd_finetune.generate.cli import app
 
-    return CliRunner().invoke(app, args, catch_exceptions=False)
+    return CliRunner().invoke(app, args, catch_exceptions=False, env=env)
