@@ -443,3 +443,22 @@ def analyze_files(
         names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
         write_html(render_html(stats, "Dataset report", f"curate analyze: {names}"), html)
     return stats
+
+
+def print_explanations(console: Console, frame: pl.DataFrame, show: int = 20) -> None:
+    """Categories per row with the reason categorize gave, and the categories' counts."""
+    if "category_reason" not in frame.columns or frame.height == 0:
+        console.print("[yellow]no category_reason column (run categorize)[/yellow]")
+        return
+    table = Table(title=f"categorize: why (first {min(show, frame.height)} rows)", title_justify="left")
+    for column in ("query", "category", "facets", "reason"):
+        table.add_column(column)
+    facets = frame.get_column("facets").head(show).to_list() if "facets" in frame.columns else None
+    for i, row in enumerate(frame.select("query", "category", "category_reason").head(show).iter_rows()):
+        facet_text = ", ".join(facets[i] or []) if facets is not None else ""
+        table.add_row(row[0], row[1] or "", facet_text, row[2] or "")
+    console.print(table)
+    kinds = frame.select(
+        pl.col("category_reason").str.extract(r"^(\w+(?: \w+)?)", 1).fill_null("none").alias("how")
+    ).get_column("how")
+    console.print("assigned by: " + ", ".join(f"{k} {v}" for k, v in _value_counts(kinds).items()))

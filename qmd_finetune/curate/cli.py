@@ -230,6 +230,41 @@ def dedup(
 
 
 @app.command()
+def categorize(
+    inputs: list[Path] = InputsOpt,
+    output: Path = OutputOpt,
+    rejects: Path | None = RejectsOpt,
+    report: Path | None = ReportOpt,
+    taxonomy: Path | None = typer.Option(
+        None, "--taxonomy", help="Taxonomy YAML (default: data/taxonomy.yaml)."
+    ),
+    recategorize: bool = typer.Option(
+        False, "--recategorize", help="Assign every row, ignoring existing categories."
+    ),
+    use_output: bool = typer.Option(
+        True, help="Fall back to the lex/vec lines when the query matches nothing."
+    ),
+    explain: bool = typer.Option(False, "--explain", help="Print why rows got their category."),
+    show: int = typer.Option(20, "--show", help="Rows to explain with --explain."),
+) -> None:
+    """Set category (taxonomy keywords/patterns), category_reason and facets on every row."""
+    run = _stage(
+        "categorize",
+        inputs,
+        output,
+        rejects,
+        report,
+        taxonomy=None if taxonomy is None else str(taxonomy),
+        recategorize=recategorize,
+        use_output=use_output,
+    )
+    if explain:
+        from qmd_finetune.curate.analyze import print_explanations
+
+        print_explanations(console, run.after, show)
+
+
+@app.command()
 def balance(
     inputs: list[Path] = InputsOpt,
     output: Path = OutputOpt,

@@ -139,3 +139,15 @@ def test_dedup_command_rejects_duplicate_queries_to_the_ledger(tmp_path: Path) -
     assert "duplicate of <row>: 1" in result.output
     rows = ledger(tmp_path / "d.rejects.jsonl")
     assert [r["stage"] for r in rows] == ["dedup"] and rows[0]["reason"].startswith("duplicate of ")
+
+
+def test_categorize_command_explains_assignments(tmp_path: Path) -> None:
+    source = write_jsonl(
+        tmp_path / "in.jsonl", [good("docker compose networking"), good("sourdough bread", "food")]
+    )
+    result = invoke("categorize", "-i", str(source), "-o", str(tmp_path / "c.jsonl"), "--explain")
+    assert result.exit_code == 0, result.output
+    assert "categorize: why" in result.output and "technology" in result.output
+    rows = read_frame([tmp_path / "c.jsonl"]).frame
+    assert rows.get_column("category").to_list() == ["technology", "food_cooking"]
+    assert rows.get_column("category_reason").null_count() == 0
