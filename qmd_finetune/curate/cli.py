@@ -127,6 +127,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 @app.command()
 def normalize(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     output: Path = OutputOpt,
     rejects: Path | None = RejectsOpt,
     report: Path | None = ReportOpt,
@@ -139,6 +140,7 @@ def normalize(
     hyde_first: bool = typer.Option(True, help="Order items hyde, lex, vec."),
 ) -> None:
     """Normalize whitespace, kind case, only-mode spelling and item order; reject rows left empty."""
+    inputs = input_files(inputs, more)
     _stage(
         "normalize",
         inputs,
@@ -154,6 +156,7 @@ def normalize(
 @app.command()
 def clean(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     output: Path = OutputOpt,
     rejects: Path | None = RejectsOpt,
     report: Path | None = ReportOpt,
@@ -169,6 +172,7 @@ def clean(
     hyde_max_chars: int | None = typer.Option(None, help="Longest acceptable hyde (default 200)."),
 ) -> None:
     """Flag (or fix, or reject) everyday-sense terms, boilerplate, lex filler, echoes, missing kinds."""
+    inputs = input_files(inputs, more)
     _stage(
         "clean",
         inputs,
@@ -187,6 +191,7 @@ def clean(
 @app.command()
 def dedup(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     output: Path = OutputOpt,
     rejects: Path | None = RejectsOpt,
     report: Path | None = ReportOpt,
@@ -210,6 +215,7 @@ def dedup(
     seed: int = typer.Option(1, "--seed"),
 ) -> None:
     """Remove duplicate queries (exact, near, optionally semantic) and repeated items."""
+    inputs = input_files(inputs, more)
     _stage(
         "dedup",
         inputs,
@@ -232,6 +238,7 @@ def dedup(
 @app.command()
 def categorize(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     output: Path = OutputOpt,
     rejects: Path | None = RejectsOpt,
     report: Path | None = ReportOpt,
@@ -248,6 +255,7 @@ def categorize(
     show: int = typer.Option(20, "--show", help="Rows to explain with --explain."),
 ) -> None:
     """Set category (taxonomy keywords/patterns), category_reason and facets on every row."""
+    inputs = input_files(inputs, more)
     run = _stage(
         "categorize",
         inputs,
@@ -267,6 +275,7 @@ def categorize(
 @app.command()
 def balance(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     output: Path = OutputOpt,
     targets: Path | None = typer.Option(
         None,
@@ -296,6 +305,7 @@ def balance(
     ),
 ) -> None:
     """Run the default pipeline up to balance: normalize, clean, dedup, score, categorize, balance."""
+    inputs = input_files(inputs, more)
     from qmd_finetune.curate.balance import TargetsError, parse_target_flags, taxonomy_targets
 
     try:
@@ -333,6 +343,7 @@ def balance(
 @app.command()
 def split(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     output: Path = OutputOpt,
     fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test fractions."),
     seed: int = typer.Option(0, "--seed"),
@@ -344,6 +355,7 @@ def split(
     report: Path | None = ReportOpt,
 ) -> None:
     """Add a seeded train/val/test split, stratified by category and group-aware on dup_group."""
+    inputs = input_files(inputs, more)
     _stage(
         "split",
         inputs,
@@ -360,6 +372,7 @@ def split(
 @app.command()
 def leakage(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     output: Path = OutputOpt,
     eval_queries: Path = typer.Option(..., "--eval", help="Eval queries: one per line, # comments."),
     threshold: float = typer.Option(0.8, "--threshold", help="Char 3-gram Jaccard for a near match."),
@@ -368,6 +381,7 @@ def leakage(
     report: Path | None = ReportOpt,
 ) -> None:
     """Find rows whose query (nearly) equals an eval query; report them, optionally reject from train."""
+    inputs = input_files(inputs, more)
     run = _stage(
         "leakage",
         inputs,
@@ -419,6 +433,7 @@ def run_config(
 @app.command()
 def analyze(
     inputs: list[Path] = InputsOpt,
+    more: list[Path] | None = MoreInputs,
     html: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the statistics as JSON here."),
     targets: Path | None = typer.Option(
@@ -427,6 +442,7 @@ def analyze(
     examples: int = typer.Option(3, "--examples", help="Example rows per category."),
 ) -> None:
     """Counts, categories vs target, facets, lengths per kind, scores, deductions, duplicates, examples."""
+    inputs = input_files(inputs, more)
     from qmd_finetune.curate.analyze import analyze_files, print_stats
 
     try:
