@@ -7,11 +7,11 @@ Adds ``score`` (percentage), ``rating`` and ``deductions`` with :func:`reward.sc
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 import polars as pl
 
 from qmd_finetune.curate.stage import REASON, StageResult, empty_rejected, split_by_mask
+from qmd_finetune.curate.summary import score_stats
 from qmd_finetune.reward import score_frame
 
 SCORE_COLUMNS = ("score", "rating", "deductions")
@@ -32,7 +32,7 @@ def run(frame: pl.DataFrame, min_score: float | None = None, workers: int | None
         )
         kept, rejected = split_by_mask(scored, reason)
     counts = {f"rating_{name.lower()}": n for name, n in _value_counts(scored, "rating").items()}
-    return StageResult(kept=kept, rejected=rejected, counts=counts, report=score_summary(scored))
+    return StageResult(kept=kept, rejected=rejected, counts=counts, report=score_stats(scored))
 
 
 def _value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
@@ -40,26 +40,6 @@ def _value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
         return {}
     counts = frame.get_column(column).value_counts(sort=True)
     return dict(zip(counts[column].to_list(), counts["count"].to_list()))
-
-
-def score_summary(frame: pl.DataFrame, top: int = 10) -> dict:
-    """Mean/median/min/max, share >= 70, ratings and the most common deductions of a scored frame."""
-    if frame.height == 0 or "score" not in frame.columns:
-        return {"rows": frame.height}
-    scores = frame.get_column("score")
-    deductions: Counter[str] = Counter()
-    for items in frame.get_column("deductions").to_list():
-        deductions.update(deduction_kind(d) for d in items or [])
-    return {
-        "rows": frame.height,
-        "mean": round(float(scores.mean()), 2),
-        "median": round(float(scores.median()), 2),
-        "min": float(scores.min()),
-        "max": float(scores.max()),
-        "share_ge_70": round(float((scores >= 70).mean()), 4),
-        "ratings": _value_counts(frame, "rating"),
-        "top_deductions": deductions.most_common(top),
-    }
 
 
 def deduction_kind(deduction: str) -> str:
@@ -70,4 +50,4 @@ def deduction_kind(deduction: str) -> str:
     return _LEADING_NUMBER.sub("N ", head)
 
 
-__all__ = ["REASON", "SCORE_COLUMNS", "deduction_kind", "run", "score_summary"]
+__all__ = ["REASON", "SCORE_COLUMNS", "deduction_kind", "run"]
