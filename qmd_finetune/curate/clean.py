@@ -299,9 +299,16 @@ def run(
     rejected = marked.filter(pl.col(REASON).is_not_null()).select(*columns, REASON)
 
     breakdown = _flag_breakdown(kept)
-    for flag, n in breakdown.items():
-        rule = flag.split(":", 1)[0]
-        counts[f"flagged:{rule}"] = counts.get(f"flagged:{rule}", 0) + n
+    if kept.height:  # rows per rule (a row flagged boilerplate:hyde and boilerplate:vec counts once)
+        rules_per_row = kept.select(
+            pl.col(FLAGS)
+            .list.eval(pl.element().str.extract(r"^([a-z_]+)", 1))
+            .list.unique()
+            .explode()
+            .drop_nulls()
+        ).to_series()
+        for rule, n in rules_per_row.value_counts(sort=True).rows():
+            counts[f"flagged:{rule}"] = int(n)
     counts["flagged_rows"] = (
         int(kept.select((pl.col(FLAGS).list.len() > 0).sum()).item()) if kept.height else 0
     )
