@@ -69,6 +69,22 @@ def curate_minimal(inputs: list[Path], output: Path) -> int:
     return len(best)
 
 
+def drop_flagged(curated: Path, output: Path) -> int:
+    """Curated rows minus those `curate clean` flagged as boilerplate or lex filler (flags kept by default)."""
+    from qmd_finetune.training.prepare import read_input
+
+    records, _ = read_input([curated])
+    kept = [
+        r
+        for r in records
+        if not any(str(f).startswith(("boilerplate", "lex_filler")) for f in r.extra.get("flags") or [])
+    ]
+    output.write_text(
+        "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
+    )
+    return len(kept)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,6 +98,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench-train")
     parser.add_argument("--reference", type=Path, default=REFERENCE)
     parser.add_argument("--minimal-curation", action="store_true", help="skip `curate balance`")
+    parser.add_argument(
+        "--runs",
+        default="base,curated,raw",
+        help="comma list of base, curated, raw, strict (strict: curated minus rows clean flagged "
+        "as boilerplate or lex filler)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -114,8 +136,17 @@ def main() -> None:
         method = (
             "MINIMAL fallback curation (modernize only-mode, dedup by query keeping best score, drop < 70)"
         )
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    sources = {"curated": [curated], "raw": inputs}
+    if "strict" in runs:
+        strict = out / "curated-strict.jsonl"
+        kept = drop_flagged(curated, strict)
+        sources["strict"] = [strict]
+        print(f"strict: {kept} rows without boilerplate/lex_filler flags", flush=True)
     prep = {}
-    for name, files in (("curated", [curated]), ("raw", inputs)):
+    for name, files in sources.items():
+        if name not in runs:
+            continue
         prep[name] = prepare(
             files, out / f"data-{name}", val_split=0.05, seed=42, with_only_variants=True
         ).info
@@ -132,8 +163,9 @@ def main() -> None:
         results.setdefault(name, {}).update(mean=report["mean"], eval_seconds=round(time.monotonic() - t0, 1))
         print(f"eval {name}: mean {report['mean']:.1f}% ({results[name]['eval_seconds']}s)", flush=True)
 
-    run_eval("base", "local/smollm2")
-    for name in ("curated", "raw"):
+    if "base" in runs:
+        run_eval("base", "local/smollm2")
+    for name in [r for r in ("curated", "raw", "strict") if r in runs]:
         config = build_config(
             SFTRunConfig,
             {
@@ -158,12 +190,12 @@ def main() -> None:
         }
         run_eval(name, str(out / f"sft-{name}" / "merged"))
 
-    base = results["base"]["mean"]
+    base = results.get("base", {}).get("mean", 0.0)
     print()
     print(f"curation: {method}")
-    print(f"train rows: curated {prep['curated']['counts']['train']}, raw {prep['raw']['counts']['train']}")
+    print("train rows: " + ", ".join(f"{name} {p['counts']['train']}" for name, p in prep.items()))
     print(f"{'model':10} {'mean %':>8} {'vs base':>8} {'steps':>6} {'train s':>8} {'eval s':>7}")
-    for name in ("base", "curated", "raw"):
+    for name in runs:
         r = results[name]
         ratio = f"{r['mean'] / base:.2f}x" if base else "n/a"
         print(
