@@ -40,7 +40,7 @@ def test_expand_with_the_embedded_model(tmp_path: Path):
     queries.write_text("docker compose networking\nwho is Marie Curie\n")
     out = tmp_path / "out.jsonl"
     args = ["expand", "--model", "local/smollm2", "--queries", str(queries), "--output", str(out)]
-    result = invoke([*args, "--max-tokens", "32", "--no-progress"])
+    result = invoke([*args, "--max-tokens", "24", "--no-progress"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     rejects = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
