@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from qmd_finetune.curate._items import flatten, per_row_sum, rebuild, replace_rows
+from qmd_finetune.curate._items import flatten, per_row_sum, rebuild
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.reward import render_items, score_pairs
 
@@ -340,28 +340,46 @@ def semantic_labels(
 
 
 def _dedup_items(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Drop an item repeated in its record (same kind, same text ignoring case); flat, no per-row lists."""
+    """Drop an item repeated in its record (same kind, same text ignoring case).
+
+    Flat and mostly numeric: items of one row with the same kind and byte length are the
+    only candidates (found by comparing each item with the few before it); only those
+    are lower-cased and hashed.
+    """
     flat = flatten(frame["output"])
+    counts = {"duplicate_items_removed": 0, "rows_with_duplicate_items": 0}
     if len(flat.row) == 0:
-        return frame, {"duplicate_items_removed": 0, "rows_with_duplicate_items": 0}
-    # One 64-bit key per (row, kind, lower-cased text); a repeat within a row is a duplicate.
+        return frame, counts
+    row = flat.row
+    size = flat.text.str.len_bytes().to_numpy()
+    kind = flat.kind.hash(seed=11).to_numpy()
+    candidate = np.zeros(len(row), dtype=bool)
+    longest = int(flat.lengths.max())
+    if longest <= 64:
+        for d in range(1, longest):
+            same = (row[d:] == row[:-d]) & (size[d:] == size[:-d]) & (kind[d:] == kind[:-d])
+            candidate[d:] |= same
+            candidate[:-d] |= same
+    else:
+        candidate[:] = True
+    index = np.flatnonzero(candidate)
+    if len(index) == 0:
+        return frame, counts
     with np.errstate(over="ignore"):
         key = (
-            flat.text.str.to_lowercase().hash(seed=7).to_numpy()
-            ^ (flat.kind.hash(seed=11).to_numpy() * _MIX)
-            ^ (flat.row.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
+            flat.text.gather(index).str.to_lowercase().hash(seed=7).to_numpy()
+            ^ (kind[index] * _MIX)
+            ^ (row[index].astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
         )
-    first = pl.Series(key).is_first_distinct().to_numpy()
-    duplicate_rows = per_row_sum(~first, flat.lengths)
-    rows = np.flatnonzero(duplicate_rows)
-    counts = {"duplicate_items_removed": int((~first).sum()), "rows_with_duplicate_items": len(rows)}
-    if len(rows) == 0:
+    repeated = index[~pl.Series(key).is_first_distinct().to_numpy()]
+    if len(repeated) == 0:
         return frame, counts
-    take = np.flatnonzero(first & (duplicate_rows[flat.row] > 0))
-    rebuilt = rebuild(
-        flat.kind.gather(take), flat.text.gather(take), flat.lengths[rows] - duplicate_rows[rows]
-    )
-    return frame.with_columns(replace_rows(frame["output"], rows, rebuilt).alias("output")), counts
+    keep = np.ones(len(row), dtype=bool)
+    keep[repeated] = False
+    removed = per_row_sum(~keep, flat.lengths)
+    counts = {"duplicate_items_removed": len(repeated), "rows_with_duplicate_items": int((removed > 0).sum())}
+    rebuilt = rebuild(flat.kind.filter(keep), flat.text.filter(keep), flat.lengths - removed)
+    return frame.with_columns(rebuilt.alias("output")), counts
 
 
 def _scores(frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], workers: int | None) -> None:
