@@ -550,14 +550,19 @@ def _remove_fillers(
 def _rebuild_rows(
     items: _Items, changed_rows: np.ndarray, live: np.ndarray, new_text: pl.Series | None, output: pl.Series
 ) -> pl.Series:
-    """``output`` with the changed rows rebuilt from their live items (text fixes applied)."""
-    rows = np.flatnonzero(changed_rows)
-    take = live & changed_rows[items.row]
-    index = np.flatnonzero(take)
+    """``output`` with the changed rows rebuilt from their live items (text fixes applied).
+
+    Few changed rows: rebuild those and splice them in. Many: rebuild the whole column from
+    the flat items (string views, cheaper than gathering millions of nested lists).
+    """
     text = new_text if new_text is not None else items.text
-    lengths = items.count(take)[rows]
-    rebuilt = rebuild(items.kind.gather(index), text.gather(index), lengths)
-    return replace_rows(output, rows, rebuilt)
+    rows = np.flatnonzero(changed_rows)
+    if len(rows) * 20 < len(changed_rows):
+        take = live & changed_rows[items.row]
+        index = np.flatnonzero(take)
+        rebuilt = rebuild(items.kind.gather(index), text.gather(index), items.count(take)[rows])
+        return replace_rows(output, rows, rebuilt)
+    return rebuild(items.kind.filter(live), text.filter(live), items.count(live))
 
 
 def _everyday_sense(

@@ -285,3 +285,15 @@ def test_reference_data_template_files_are_flagged_and_rows_conserved():
     assert share["expansion_balanced_deduped"] > 0.9 and share["expansion_short_nontech"] > 0.9
     assert share["expansion_handcrafted"] == 0.0
     assert result.counts["flagged:lex_filler"] > 0
+
+
+def test_fixing_a_few_rows_among_many_leaves_the_others_untouched():
+    records = [full(f"topic {i} setup") for i in range(40)]
+    records[17] = full("auth config", lex=("auth config", "authentication settings file"))
+    frame = records_to_frame(records)
+    result = clean.run(frame, fix=True)
+    assert result.kept["output"][17].to_list() == [
+        [k, t] for k, t in records[17]["output"] if t != "auth config"
+    ]
+    others = [i for i in range(40) if i != 17]
+    assert result.kept["output"].gather(others).equals(frame["output"].gather(others))
