@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from qmd_finetune.curate._items import flatten, per_row_sum, rebuild
+from qmd_finetune.curate._items import flatten, per_row_sum, rebuild, unique_ids
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.reward import render_items, score_pairs
 
@@ -486,7 +486,7 @@ def run(
         multi = np.flatnonzero(data.select(pl.col("_key").is_duplicated()).to_series().to_numpy())
         if len(multi):
             sub = data[multi].select(pl.col("_key").hash().alias("k"), pl.col("output").hash().alias("o"))
-            _, labels = np.unique(sub["k"].to_numpy(), return_inverse=True)
+            _, labels = unique_ids(sub["k"].to_numpy())
             distinct = sub.select(pl.col("o").n_unique().over("k")).to_series().to_numpy()
             won = _resolve(data, multi, labels, keep, cache, workers, needs_score=distinct > 1)
             losers = won != multi
