@@ -97,10 +97,6 @@ def word_pattern(words: list[str] | tuple[str, ...]) -> str:
     return "(?i)(?:" + "|".join(parts) + ")"
 
 
-def _pattern(words: list[str]) -> str:
-    return word_pattern(words)
-
-
 # ---------------------------------------------------------------- rules file
 
 
@@ -578,7 +574,7 @@ def _everyday_sense(
     any_term = word_pattern([f for t in config.terms for f in t.forms])
     queries = queries.filter(queries.str.contains(any_term))
     if queries.len():
-        any_tech = _pattern(sorted({w for t in config.terms for w in t.tech} | set(config.tech_context)))
+        any_tech = word_pattern(sorted({w for t in config.terms for w in t.tech} | set(config.tech_context)))
         queries = queries.filter(queries.str.contains(any_tech))
     if queries.len() == 0:
         return result
@@ -603,7 +599,7 @@ def _everyday_sense(
         # Query-side tests on the distinct queries; the outputs only of rows that pass.
         term_queries = queries.filter(
             queries.str.contains(word_pattern(term.forms))
-            & queries.str.contains(_pattern(term.tech + config.tech_context))
+            & queries.str.contains(word_pattern(term.tech + config.tech_context))
         )
         if term_queries.len() == 0:
             continue
