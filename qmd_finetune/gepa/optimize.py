@@ -378,12 +378,17 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "run.json", {"identity": prep.identity, "config": _config_dict(cfg)})
     dspy.configure_cache(disk_cache_dir=str(run_dir / "lm_cache"))
+    # GEPA's iteration log (full proposed prompts) goes to gepa.log; the terminal gets one line per
+    # candidate from RunRecorder. Truncation warnings of small models are expected, not news.
     log_handler = logging.FileHandler(run_dir / "gepa.log", encoding="utf-8")
     log_handler.setLevel(logging.INFO)
     gepa_logger = logging.getLogger("dspy.teleprompt.gepa")
+    lm_logger = logging.getLogger("dspy.clients.lm")
+    saved = (gepa_logger.level, gepa_logger.propagate, lm_logger.level)
     gepa_logger.addHandler(log_handler)
-    previous_level = gepa_logger.level
     gepa_logger.setLevel(logging.INFO)
+    gepa_logger.propagate = False
+    lm_logger.setLevel(logging.ERROR)
 
     student = build_lm(
         cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature, api_base=cfg.api_base
@@ -439,7 +444,9 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
                 emitted, emit_failed = emit_dataset(optimized, prep, cfg.emit)
     finally:
         gepa_logger.removeHandler(log_handler)
-        gepa_logger.setLevel(previous_level)
+        gepa_logger.setLevel(saved[0])
+        gepa_logger.propagate = saved[1]
+        lm_logger.setLevel(saved[2])
         log_handler.close()
     duration = time.monotonic() - started
 
