@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -105,17 +106,15 @@ def chat_server() -> Iterator[FakeChatServer]:
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[[Reply], FakeChatServer]]:
-    servers: list[FakeChatServer] = []
+def slow_chat_server() -> Iterator[FakeChatServer]:
+    """The same model, 0.3 s per reply: slow enough to kill a run in the middle."""
 
-    def start(reply: Reply) -> FakeChatServer:
-        server = FakeChatServer(reply).__enter__()
-        servers.append(server)
-        return server
+    def slow(system: str, user: str) -> str:
+        time.sleep(0.3)
+        return rule_following_reply(system, user)
 
-    yield start
-    for server in servers:
-        server.__exit__(None, None, None)
+    with FakeChatServer(slow) as server:
+        yield server
 
 
 QUERIES = [

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +129,41 @@ def test_rerun_with_the_same_run_dir_resumes_instead_of_restarting(chat_server, 
     run_cli(optimize_args(chat_server, query_file, tmp_path, run_dir, 30))
     assert len(chat_server.requests) == calls_before_third
     assert json.loads((run_dir / "scores.json").read_text())["candidates"] == second["candidates"]
+
+
+@pytest.mark.slow
+def test_killed_run_continues_from_its_saved_state(slow_chat_server, query_file, tmp_path):
+    server = slow_chat_server
+    run_dir = tmp_path / "run"
+    args = optimize_args(server, query_file, tmp_path, run_dir, 60)
+    args[args.index("--threads") + 1] = "1"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gepa"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    scores_path = run_dir / "scores.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if scores_path.exists() and json.loads(scores_path.read_text())["iteration"] >= 1:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    before_kill = json.loads(scores_path.read_text())
+    requests_at_kill = len(server.requests)
+
+    run_cli(args)
+    after = json.loads(scores_path.read_text())
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["resumed"] is True
+    assert (
+        after["iteration"] > before_kill["iteration"] and after["metric_calls"] > before_kill["metric_calls"]
+    )
+    assert [c["instruction"] for c in after["candidates"][: len(before_kill["candidates"])]] == [
+        c["instruction"] for c in before_kill["candidates"]
+    ]
+    resumed_requests = server.requests[requests_at_kill:]
+    assert not [r for r in resumed_requests if r["messages"][0]["content"] == SEED]
