@@ -284,7 +284,6 @@ class RunRecorder:
         self.val = val
         self.budget = budget
         self.echo = echo
-        self.metric_calls = 0
 
     def on_valset_evaluated(self, event: dict[str, Any]) -> None:
         instruction = event["candidate"].get(COMPONENT, "")
@@ -295,9 +294,6 @@ class RunRecorder:
         )
         if event["is_best_program"]:
             _write_text(self.run_dir / "best_prompt.txt", instruction)
-
-    def on_budget_updated(self, event: dict[str, Any]) -> None:
-        self.metric_calls = event["metric_calls_used"]
 
     def on_iteration_end(self, event: dict[str, Any]) -> None:
         self.write(event["state"], event["iteration"])

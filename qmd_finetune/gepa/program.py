@@ -67,7 +67,7 @@ def parse_items(raw: str) -> tuple[list[Item], str | None]:
 
 
 class QueryExpander(dspy.Module):
-    """``query -> expansion`` with the tolerant adapter; unparseable replies become empty items."""
+    """``query -> expansion`` with the tolerant adapter; unparseable replies become no pairs."""
 
     def __init__(self, instruction: str) -> None:
         super().__init__()
@@ -89,7 +89,7 @@ class QueryExpander(dspy.Module):
                 if trace is not None:
                     trace.append((self.expand, {"query": query}, dspy.Prediction(expansion=raw)))
         items, error = parse_items(raw)
-        return dspy.Prediction(expansion=raw, items=[list(item) for item in items], parse_error=error)
+        return dspy.Prediction(expansion=raw, pairs=[list(item) for item in items], parse_error=error)
 
 
 def build_lm(

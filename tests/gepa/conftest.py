@@ -134,3 +134,18 @@ def query_file(tmp_path: Path) -> Path:
     path = tmp_path / "queries.txt"
     path.write_text("# test queries\n" + "\n".join(QUERIES) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def reply_server() -> Iterator[Callable[[Reply], FakeChatServer]]:
+    """Start a server with a given reply function (stopped after the test)."""
+    servers: list[FakeChatServer] = []
+
+    def start(reply: Reply) -> FakeChatServer:
+        server = FakeChatServer(reply).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
