@@ -486,7 +486,7 @@ def _encode_lines(frame: pl.DataFrame) -> pl.Series:
     if not plain:
         raise ValueError("nothing to write: the frame has no record columns")
     core = pl.struct(plain).struct.json_encode()
-    body = core.str.slice(0, core.str.len_bytes() - 1)
+    body = core.str.strip_suffix("}")
     pieces = [body]
     if "meta" in frame.columns:
         pieces.append(

@@ -208,6 +208,12 @@ def test_write_then_read_each_format(tmp_path: Path, suffix: str) -> None:
     }
 
 
+def test_non_ascii_text_round_trips_exactly(tmp_path: Path) -> None:
+    record = {"query": "café crème brûlée — 東京", "output": [["lex", "crème brûlée recette"]], "meta": {"note": "naïve"}}
+    out = write_records(records_to_frame([record]).with_columns(pl.lit(90.0).alias("score")), tmp_path / "u.jsonl")
+    assert json.loads(out.read_text(encoding="utf-8")) == {**record, "score": 90.0}
+
+
 def test_gzip_input_with_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl.gz"
     path.write_bytes(gzip.compress((good_line() + "\n{oops\n").encode()))

@@ -134,11 +134,6 @@ def test_outputs_load_with_datasets_json_and_parquet(tmp_path: Path) -> None:
     assert read_records([tmp_path / "curated.parquet"]).frame.height == 9
 
 
-@pytest.mark.xfail(
-    reason="io._encode_lines cuts the closing brace with str.slice(0, len_bytes - 1), which counts "
-    "characters: non-ASCII rows get an extra '}' (reported to the io owner; fix: len_chars)",
-    strict=False,
-)
 def test_non_ascii_rows_round_trip(tmp_path: Path) -> None:
     data = records_to_frame([good("café crème brûlée — recipe")]).with_columns(pl.lit(90.0).alias("score"))
     write_records(data, tmp_path / "u.jsonl")
