@@ -482,12 +482,17 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
 
 def _encode_lines(frame: pl.DataFrame) -> pl.Series:
     """One JSON object per row, built with polars string expressions (no Python per row)."""
-    plain = [c for c in frame.columns if not c.startswith("_") and c not in ("meta", "extra")]
+    plain = [c for c in frame.columns if not c.startswith("_") and c not in ("category", "meta", "extra")]
     if not plain:
         raise ValueError("nothing to write: the frame has no record columns")
     core = pl.struct(plain).struct.json_encode()
-    body = core.str.strip_suffix("}")
-    pieces = [body]
+    pieces = [core.str.strip_suffix("}")]
+    if "category" in frame.columns:
+        # a missing category is left out rather than written as null
+        pair = pl.struct("category").struct.json_encode().str.slice(1).str.strip_suffix("}")
+        pieces.append(
+            pl.when(pl.col("category").is_not_null()).then(pl.lit(",") + pair).otherwise(pl.lit(""))
+        )
     if "meta" in frame.columns:
         pieces.append(
             pl.when(pl.col("meta").is_not_null())
