@@ -206,8 +206,14 @@ def _examples(
     frame: pl.DataFrame, categories: pl.Series, per_category: int
 ) -> dict[str, list[dict[str, Any]]]:
     work = frame.with_columns(categories.alias("_cat"))
+    order, descending = [], []
+    if "flags" in work.columns:  # clean rows first: a flagged template is a poor example
+        work = work.with_columns((pl.col("flags").list.len().fill_null(0) > 0).alias("_flagged"))
+        order, descending = ["_flagged"], [False]
     if "score" in work.columns:
-        work = work.sort("score", descending=True, nulls_last=True)
+        order, descending = [*order, "score"], [*descending, True]
+    if order:
+        work = work.sort(order, descending=descending, nulls_last=True)
     out: dict[str, list[dict[str, Any]]] = {}
     for cat in sorted(work.get_column("_cat").unique().to_list()):
         rows = work.filter(pl.col("_cat") == cat).head(per_category)
@@ -354,7 +360,7 @@ def print_stats(console: Console, stats: dict[str, Any], title: str = "dataset")
             f"  {cluster['size']} x " + " | ".join(cluster["queries"][:3]), markup=False, highlight=False
         )
 
-    console.print("[bold]examples per category[/bold] (best scored)")
+    console.print("[bold]examples per category[/bold] (best scored, unflagged first)")
     for cat, rows_ in stats["examples"].items():
         for example in rows_[:1]:
             score = f" [{example['score']:.1f}]" if example.get("score") is not None else ""

@@ -74,8 +74,8 @@ def hbar_chart(
     series: list[tuple[str, str]] | None = None,
     values2: list[float] | None = None,
     markers: list[float | None] | None = None,
-    width: int = 520,
-    label_width: int = 170,
+    width: int = 420,
+    label_width: int = 140,
     value_suffix: str = "",
     colors: list[str] | None = None,
 ) -> str:
@@ -92,7 +92,8 @@ def hbar_chart(
     palette = [c for _, c in series] if series else [BLUE, GREY]
     for i, (label, value) in enumerate(rows):
         y = i * row_h + 3
-        short = label if len(label) <= 28 else label[:27] + "…"
+        fits = max(8, int(label_width / 6.2))
+        short = label if len(label) <= fits else label[: fits - 1] + "…"
         parts.append(
             f'<text x="{label_width - 6}" y="{y + bar_h - 3}" text-anchor="end">{esc(short)}<title>{esc(label)}</title></text>'
         )
@@ -128,8 +129,8 @@ def histogram_chart(
     histogram: list[list[float]],
     histogram2: list[list[float]] | None = None,
     series: list[tuple[str, str]] | None = None,
-    width: int = 520,
-    height: int = 180,
+    width: int = 420,
+    height: int = 170,
     band: tuple[float, float] | None = None,
     integer: bool = True,
 ) -> str:
@@ -335,17 +336,12 @@ def _run_section(summary: dict[str, Any], before: dict[str, Any] | None, after: 
         out.append("<h3>boilerplate found by clean (templates shared by many queries)</h3>")
         out.append(
             _table(
-                ["kind", "queries", "items", "example"],
+                ["kind", "queries", "example"],
                 [
-                    [
-                        esc(g.get("kind", "")),
-                        f"{g.get('queries', 0):,}",
-                        f"{g.get('items', 0):,}",
-                        esc(g.get("example", "")),
-                    ]
+                    [esc(g.get("kind", "")), f"{g.get('queries', 0):,}", esc(g.get("example", ""))]
                     for g in signatures[:8]
                 ],
-                {1, 2},
+                {1},
             )
         )
     clusters = (reports.get("dedup") or {}).get("clusters") or []
@@ -489,7 +485,7 @@ def _dataset_sections(stats: dict[str, Any]) -> str:
             out.append(f"<div class='panel'><h3>ratings</h3>{bars}</div>")
         if s.get("top_deductions"):
             out.append(
-                "<div class='panel'><h3>top deductions (rows)</h3>"
+                "<div class='panel wide'><h3>top deductions (rows)</h3>"
                 + hbar_chart(
                     [(r, n) for r, n in s["top_deductions"]], [("rows", AMBER)], label_width=250, width=600
                 )
@@ -520,7 +516,9 @@ def _dataset_sections(stats: dict[str, Any]) -> str:
         )
 
     if stats.get("examples"):
-        out.append("<h2>Examples per category</h2><p class='muted'>the best-scored rows of each category</p>")
+        out.append(
+            "<h2>Examples per category</h2><p class='muted'>the best-scored rows of each category (rows without clean flags first)</p>"
+        )
         out.append("<div class='grid'>")
         for cat, examples in stats["examples"].items():
             blocks = []

@@ -16,7 +16,7 @@ from qmd_finetune.reward import score_frame
 
 SCORE_COLUMNS = ("score", "rating", "deductions")
 _PAREN_TAIL = re.compile(r"\s*\([^()]*\)$")
-_LEADING_NUMBER = re.compile(r"^\d+ ")
+_NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
 
 
 def run(frame: pl.DataFrame, min_score: float | None = None, workers: int | None = None) -> StageResult:
@@ -44,10 +44,10 @@ def _value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
 
 def deduction_kind(deduction: str) -> str:
     """Group deductions that differ only in detail: "lex echoes query: x" -> "lex echoes query",
-    "hyde too long (214)" -> "hyde too long", "2 lex pair(s) too similar" -> "N lex pair(s) too similar"."""
+    "hyde too long (214)" -> "hyde too long", numbers -> "N" ("2 lex pair(s) too similar" -> "N lex pair(s) too similar")."""
     head = deduction.split(": ", 1)[0]
     head = _PAREN_TAIL.sub("", head)
-    return _LEADING_NUMBER.sub("N ", head)
+    return _NUMBER.sub("N", head)
 
 
 __all__ = ["REASON", "SCORE_COLUMNS", "deduction_kind", "run"]
