@@ -102,9 +102,11 @@ def build_card(
             for s in SPLIT_NAMES
             if (directory / f"{s}{path.suffix}").exists()
         }
+        rows_per_file = {s: read_frame([p]).frame.height for s, p in found.items()}
+        found = {s: p for s, p in found.items() if rows_per_file[s]}  # an empty split cannot be loaded
         if found:
             data_files = {s: f"{directory.name}/{p.name}" for s, p in found.items()}
-            split_rows = {s: read_frame([p]).frame.height for s, p in found.items()}
+            split_rows = {s: rows_per_file[s] for s in found}
     elif "split" in frame.columns:
         split_rows_all = stats.get("splits", {})
         stats["split_note"] = ", ".join(f"{k}: {v}" for k, v in split_rows_all.items())

@@ -448,6 +448,10 @@ def write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
             if name == "balance" and spec.options.get("plan"):
                 run.outputs["plan"] = str(spec.options["plan"])
             if name == "split" and spec.options.get("output_dir"):
+                # Rewrite the split files from the final rows: later stages (leakage) may drop some.
+                from qmd_finetune.curate.split import write_splits
+
+                write_splits(run.after, spec.options["output_dir"])
                 run.outputs["splits"] = str(spec.options["output_dir"])
     run.finished = _now()
     if stats is not None:

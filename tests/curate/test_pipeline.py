@@ -165,3 +165,18 @@ def test_balance_pipeline_on_the_reference_data(tmp_path: Path) -> None:
     )  # legacy only-mode normalized
     flags = out.get_column("flags").explode().drop_nulls()
     assert flags.str.starts_with("boilerplate").any()
+
+
+def test_split_files_hold_the_final_rows_after_later_stages(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [good(f"garden topic {i}") for i in range(30)])
+    eval_file = tmp_path / "eval.txt"
+    eval_file.write_text("\n".join(f"garden topic {i}" for i in range(10)) + "\n")
+    stages = [
+        StageSpec("split", {"output_dir": str(tmp_path / "splits")}),
+        StageSpec("leakage", {"eval_queries": str(eval_file), "drop_leaks": True}),
+    ]
+    run = run_pipeline(PipelineConfig([source], tmp_path / "o.jsonl", stages))
+    in_files = sum(
+        read_records([tmp_path / "splits" / f"{n}.jsonl"]).frame.height for n in ("train", "val", "test")
+    )
+    assert in_files == run.kept < 30
