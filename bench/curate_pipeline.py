@@ -481,7 +481,9 @@ def main() -> None:
     print(f"  target (< 60 s, < 4 GiB): {target}")
 
     print(f"\nsample of {args.sample:,} rows, same stages:")
-    print(f"  runner:   {fast['wall']:.1f} s, peak memory {fast['peak_rss_gib']:.2f} GiB, kept {fast['kept']:,}")
+    print(
+        f"  runner:   {fast['wall']:.1f} s, peak memory {fast['peak_rss_gib']:.2f} GiB, kept {fast['kept']:,}"
+    )
     print(f"  per-row:  {base['wall']:.1f} s, peak memory {base['peak_rss_gib']:.2f} GiB, kept {base['kept']:,}  "
           f"({', '.join(f'{k} {v}s' for k, v in base['timings'].items())})")  # fmt: skip
     print(f"  ratio (per-row / runner): {base['wall'] / fast['wall']:.1f}x")
