@@ -428,8 +428,10 @@ def analyze_files(
     examples: int = 3,
     html: str | Path | None = None,
     json_path: str | Path | None = None,
+    rejects: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Read files (curation columns included), compute stats, write the JSON and HTML reports."""
+    """Read files (curation columns included), compute stats, write the JSON and HTML reports
+    (and the invalid rows to ``rejects``)."""
     import json
 
     from qmd_finetune.curate.pipeline import read_frame
@@ -439,6 +441,10 @@ def analyze_files(
     stats = compute_stats(read.frame, targets=targets, examples=examples)
     stats["inputs"] = [f.to_dict() for f in read.files]
     stats["invalid_rows"] = read.rejects.height
+    if rejects is not None:
+        from qmd_finetune.io import write_rejects
+
+        write_rejects(read.rejects, rejects)
     if json_path is not None:
         with atomic_write(json_path) as handle:
             json.dump(stats, handle, indent=2, default=str)

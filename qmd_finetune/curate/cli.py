@@ -440,17 +440,24 @@ def analyze(
         None, "--targets", help="Targets YAML for the category-vs-target view."
     ),
     examples: int = typer.Option(3, "--examples", help="Example rows per category."),
+    rejects: Path | None = typer.Option(
+        None, "--rejects", help="Write the invalid rows read (ledger JSONL) here."
+    ),
 ) -> None:
     """Counts, categories vs target, facets, lengths per kind, scores, deductions, duplicates, examples."""
     inputs = input_files(inputs, more)
     from qmd_finetune.curate.analyze import analyze_files, print_stats
 
     try:
-        stats = analyze_files(inputs, targets=targets, examples=examples, html=html, json_path=json_path)
+        stats = analyze_files(
+            inputs, targets=targets, examples=examples, html=html, json_path=json_path, rejects=rejects
+        )
     except (InputError, ValueError) as exc:
         _fail(str(exc))
     print_stats(console, stats, title=", ".join(p.name for p in inputs))
-    for label, path in (("html", html), ("json", json_path)):
+    if stats.get("invalid_rows"):
+        console.print(f"[yellow]{stats['invalid_rows']} invalid rows were not analyzed[/yellow]")
+    for label, path in (("html", html), ("json", json_path), ("rejects", rejects)):
         if path is not None:
             console.print(f"wrote {label}: {path}", highlight=False)
 
