@@ -382,6 +382,18 @@ def _dedup_items(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
     return frame.with_columns(rebuilt.alias("output")), counts
 
 
+def _output_hashes(output: pl.Series) -> np.ndarray:
+    """One 64-bit hash per row of its items (kind and lower-cased text, in order)."""
+    flat = flatten(output)
+    with np.errstate(over="ignore"):
+        item = flat.text.str.to_lowercase().hash(seed=13).to_numpy() ^ (
+            flat.kind.hash(seed=17).to_numpy() * _MIX
+        )
+        position = (np.arange(len(flat.row), dtype=np.int64) - flat.starts[flat.row]).astype(np.uint64)
+        item = item * (position * np.uint64(2) + np.uint64(1)) + position
+        return per_row_sum(item.view(np.int64), flat.lengths).view(np.uint64) ^ flat.lengths.astype(np.uint64)
+
+
 def _scores(frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], workers: int | None) -> None:
     """Fill ``cache`` (row -> score) for ``rows`` not scored yet, from the column or the reward."""
     todo = np.array([r for r in rows.tolist() if r not in cache], dtype=np.int64)
@@ -485,15 +497,30 @@ def run(
     if exact and n:
         multi = np.flatnonzero(data.select(pl.col("_key").is_duplicated()).to_series().to_numpy())
         if len(multi):
-            sub = data[multi].select(pl.col("_key").hash().alias("k"), pl.col("output").hash().alias("o"))
-            _, labels = unique_ids(sub["k"].to_numpy())
-            distinct = sub.select(pl.col("o").n_unique().over("k")).to_series().to_numpy()
-            won = _resolve(data, multi, labels, keep, cache, workers, needs_score=distinct > 1)
+            sub = data[multi]
+            _, labels = unique_ids(sub["_key"].hash(seed=3).to_numpy())
+            # Outputs that differ only in case are one variant; only groups with several
+            # variants are scored, one representative (the first row) per variant.
+            with np.errstate(over="ignore"):
+                variant_key = _output_hashes(sub["output"]) ^ (labels.astype(np.uint64) * _MIX)
+            variant_first, variant = unique_ids(variant_key)
+            variants = pl.DataFrame({"g": labels, "v": variant}).select(pl.col("v").n_unique().over("g"))
+            distinct = variants.to_series().to_numpy()
+            score_of = np.zeros(len(multi), dtype=np.float64)
+            if keep == "score":
+                contested = np.unique(variant[distinct > 1])
+                representatives = multi[variant_first[contested]]
+                _scores(data, representatives, cache, workers)
+                variant_score = np.zeros(len(variant_first), dtype=np.float64)
+                variant_score[contested] = [cache[r] for r in representatives.tolist()]
+                score_of = variant_score[variant]
+            won = _winners(labels, multi, score_of)
             losers = won != multi
             winner[multi[losers]] = won[losers]
             why[multi[losers]] = 1
-            counts["exact_duplicates"] = int((losers & (distinct == 1)).sum())
-            counts["conflicts_resolved"] = int((losers & (distinct > 1)).sum())
+            winner_variant = variant[np.searchsorted(multi, won)]
+            counts["exact_duplicates"] = int((losers & (winner_variant == variant)).sum())
+            counts["conflicts_resolved"] = int((losers & (winner_variant != variant)).sum())
             counts["exact_groups"] = int(labels.max() + 1)
             clusters.extend(_cluster_report(data, multi, labels, won, "exact", cache))
 

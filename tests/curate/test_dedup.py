@@ -231,3 +231,17 @@ def test_semantic_dedup_with_the_embedded_minilm_model():
     ]
     assert result.rejected["_reason"].to_list() == ["semantic duplicate of mem.jsonl:1"]
     assert result.counts["semantic_clusters"] == 1
+
+
+def test_outputs_differing_only_in_case_are_not_a_conflict():
+    upper = {
+        "query": "Git Rebase",
+        "output": [["lex", "GIT REBASE onto main"], ["vec", "how to rebase a branch"]],
+    }
+    lower = {
+        "query": "git rebase",
+        "output": [["lex", "git rebase onto main"], ["vec", "how to rebase a branch"]],
+    }
+    result = run([upper, lower])
+    assert result.kept["_line"].to_list() == [1]
+    assert result.counts["exact_duplicates"] == 1 and result.counts["conflicts_resolved"] == 0
