@@ -167,3 +167,13 @@ def test_killed_run_continues_from_its_saved_state(slow_chat_server, query_file,
     ]
     resumed_requests = server.requests[requests_at_kill:]
     assert not [r for r in resumed_requests if r["messages"][0]["content"] == SEED]
+
+
+def test_max_full_evals_budget_counts_train_plus_val(chat_server, query_file, tmp_path):
+    args = optimize_args(chat_server, query_file, tmp_path, tmp_path / "run", 1)
+    budget_at = args.index("--max-metric-calls")
+    args[budget_at : budget_at + 2] = ["--max-full-evals", "2"]
+    result = run_cli(args)
+    assert "budget 16" in result.output  # 2 x (5 train + 3 val)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["budget"] == 16 and report["metric_calls"] <= 16 + 3 + 3
