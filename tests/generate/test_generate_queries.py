@@ -98,3 +98,14 @@ def test_cli_writes_plain_text_when_asked(tmp_path: Path):
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
     assert len(lines) == 12 and not any(line.startswith("{") for line in lines)
+
+
+def test_plan_total_needed_above_the_category_sum_is_spread_by_weight(tmp_path: Path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"categories": {"history": 2}, "facets": {"temporal": 9}, "total_needed": 9}))
+    out = tmp_path / "q.jsonl"
+    result = invoke(["queries", "--from-plan", str(plan), "--output", str(out), "--today", "2031-05-02"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 9 and sum(r["category"] == "history" for r in rows) >= 2
+    assert sum("temporal" in r["facets"] for r in rows) >= 8
