@@ -56,3 +56,31 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path,
     assert sorted(kept + rejected) == sorted(queries), "records lost after resume"
     assert rejected == ["topic number 7 setup"]
     assert SECRET not in out.read_text() + resumed.stdout + resumed.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_in_flight_requests_and_resume_completes(tmp_path: Path):
+    queries = [f"subject {i}" for i in range(40)]
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(queries) + "\n")
+    out = tmp_path / "out.jsonl"
+    with FakeLLMServer(latency=0.15) as server:
+        cmd = [
+            sys.executable, "-m", "qmd_finetune.generate.cli", "expand", "--model", "openai/m",
+            "--api-base", server.url + "/v1", "--queries", str(qfile), "--output", str(out),
+            "--concurrency", "4", "--no-progress",
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 6):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 3, output
+        assert "interrupted" in output
+        stopped_at = len(out.read_text().splitlines())
+        assert stopped_at < 40
+        resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    kept = [json.loads(line)["query"] for line in out.read_text().splitlines()]
+    assert sorted(kept) == sorted(queries)
