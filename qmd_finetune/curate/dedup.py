@@ -157,20 +157,16 @@ def exact_jaccard(shingles: tuple[np.ndarray, np.ndarray], u: np.ndarray, v: np.
     return inter / (sizes[u] + sizes[v] - inter)
 
 
-def _bands_for(num_perm: int, threshold: float) -> tuple[int, int]:
-    """(bands, rows) with b*r = num_perm whose LSH threshold (1/b)^(1/r) sits a little below ``threshold``."""
-    best: tuple[float, int, int] | None = None
+def _bands_for(num_perm: int, threshold: float, recall: float = 0.99) -> tuple[int, int]:
+    """(bands, rows): the most rows per band (fewest false candidates) that still find a pair
+    at ``threshold`` with probability ``recall``; bands may leave a few columns unused."""
+    target = threshold
+    best = (num_perm, 1)
     for rows in range(1, num_perm + 1):
-        if num_perm % rows:
-            continue
         bands = num_perm // rows
-        lsh = (1 / bands) ** (1 / rows)
-        gap = threshold - 0.1 - lsh
-        cost = gap if gap >= 0 else 10 * -gap
-        if best is None or cost < best[0]:
-            best = (cost, bands, rows)
-    assert best is not None
-    return best[1], best[2]
+        if bands and 1 - (1 - target**rows) ** bands >= recall:
+            best = (bands, rows)
+    return best
 
 
 def _agreement(signatures: np.ndarray, u: np.ndarray, v: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
@@ -197,11 +193,11 @@ def _bucket_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lsh_candidates(
-    signatures: np.ndarray, bands: int, groups: np.ndarray | None = None
+    signatures: np.ndarray, bands: int, groups: np.ndarray | None = None, rows: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (u, v): rows sharing a whole band of their signature (and ``groups`` value)."""
     n, num_perm = signatures.shape
-    rows = num_perm // bands
+    rows = rows or num_perm // bands
     us, vs = [], []
     with np.errstate(over="ignore"):
         for band in range(bands):
@@ -239,8 +235,8 @@ def near_duplicate_labels(
     """
     shingles = shingle_hashes(texts, ngram) if texts else (np.zeros(0, np.uint64), np.zeros(0, np.int64))
     signatures = minhash_signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed, shingles=shingles)
-    bands, _ = _bands_for(num_perm, threshold)
-    u, v = lsh_candidates(signatures, bands, groups)
+    bands, rows = _bands_for(num_perm, threshold)
+    u, v = lsh_candidates(signatures, bands, groups, rows)
     if len(u):
         estimate = _agreement(signatures, u, v)
         # Clear cases follow the estimate; pairs within 0.1 of the threshold (about two
@@ -497,12 +493,11 @@ def run(
     if exact and n:
         multi = np.flatnonzero(data.select(pl.col("_key").is_duplicated()).to_series().to_numpy())
         if len(multi):
-            sub = data[multi]
-            _, labels = unique_ids(sub["_key"].hash(seed=3).to_numpy())
+            _, labels = unique_ids(data["_key"].hash(seed=3).to_numpy()[multi])
             # Outputs that differ only in case are one variant; only groups with several
             # variants are scored, one representative (the first row) per variant.
             with np.errstate(over="ignore"):
-                variant_key = _output_hashes(sub["output"]) ^ (labels.astype(np.uint64) * _MIX)
+                variant_key = _output_hashes(data["output"])[multi] ^ (labels.astype(np.uint64) * _MIX)
             variant_first, variant = unique_ids(variant_key)
             variants = pl.DataFrame({"g": labels, "v": variant}).select(pl.col("v").n_unique().over("g"))
             distinct = variants.to_series().to_numpy()
