@@ -49,7 +49,7 @@ _ONLY_VARIANT = r"(?i)\s*/\s*only\s*:\s*{kind}\s*$"
 _CHAT_TOKENS = r"<\|(?:im_start|im_end|endoftext|eot_id|start_header_id|end_header_id)\|>"
 _ROLE_LINE = r"(?m)^\s*(?:system|user|assistant)\s*$"
 _THINK_BLOCK = r"(?s)<think>.*?</think>|<think>.*$|</think>"
-_OWN_PREFIX = r"(?i)^\s*{kind}\s*:\s*"
+_ANY_PREFIX = r"^\s*(?i:(lex|vec|hyde))\s*:\s*"
 
 # Items matching these need string work; the rest (nearly all) are left alone.
 _ODD_SPACE = r"[\t\n\r\f\v\u00a0\u2028\u3000]|  "
@@ -125,23 +125,32 @@ def run(
     if suspect.any():
         index = np.flatnonzero(suspect.to_numpy())
         part = pl.DataFrame({"kind": kind.gather(index), "t0": text.gather(index)})
-        own_prefix = pl.col("t0")
-        for k in KINDS:
-            own_prefix = (
-                pl.when(pl.col("kind") == k)
-                .then(pl.col("t0").str.replace(_OWN_PREFIX.format(kind=k), ""))
-                .otherwise(own_prefix)
-            )
-        part = part.with_columns(own_prefix.alias("t1"))
+        prefix_kind = pl.col("t0").str.extract(_ANY_PREFIX, 1).str.to_lowercase()
+        part = part.with_columns(
+            pl.when(prefix_kind == pl.col("kind"))
+            .then(pl.col("t0").str.replace(_ANY_PREFIX, ""))
+            .otherwise(pl.col("t0"))
+            .alias("t1")
+        )
+        part = part.with_columns(pl.col("t1").alias("t2"), pl.col("t1").alias("t3"))
         if strip_artifacts:
-            part = part.with_columns(pl.col("t1").str.replace_all(_THINK_BLOCK, " ").alias("t2"))
-            # Role lines count only inside a chat transcript (a newline or a template token):
-            # a lone "user" may be a real lex line.
-            transcript = pl.col("t2").str.contains(r"[\n\r]|<\|")
-            stripped = pl.col("t2").str.replace_all(_CHAT_TOKENS, "\n").str.replace_all(_ROLE_LINE, " ")
-            part = part.with_columns(pl.when(transcript).then(stripped).otherwise(pl.col("t2")).alias("t3"))
-        else:
-            part = part.with_columns(pl.col("t1").alias("t2"), pl.col("t1").alias("t3"))
+            # Only items holding "<" can hold a think block or a template token.
+            marked = np.flatnonzero(part["t1"].str.contains("<", literal=True).to_numpy())
+            if len(marked):
+                sub = (
+                    part[marked]
+                    .select("t1")
+                    .with_columns(pl.col("t1").str.replace_all(_THINK_BLOCK, " ").alias("t2"))
+                )
+                # Role lines count only inside a chat transcript (a newline or a template
+                # token): a lone "user" may be a real lex line.
+                transcript = pl.col("t2").str.contains(r"[\n\r]|<\|")
+                stripped = pl.col("t2").str.replace_all(_CHAT_TOKENS, "\n").str.replace_all(_ROLE_LINE, " ")
+                sub = sub.with_columns(pl.when(transcript).then(stripped).otherwise(pl.col("t2")).alias("t3"))
+                part = part.with_columns(
+                    part["t2"].clone().scatter(marked, sub["t2"]),
+                    part["t3"].clone().scatter(marked, sub["t3"]),
+                )
         part = part.with_columns(pl.col("t3").str.replace_all(_WS, " ").str.strip_chars().alias("t4"))
         counts["stripped_text_prefix"] = int((part["t1"] != part["t0"]).sum())
         counts["stripped_think_blocks"] = int((part["t2"] != part["t1"]).sum())
