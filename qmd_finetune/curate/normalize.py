@@ -191,21 +191,21 @@ def run(
         permutation = np.lexsort((order[take], flat.row[take])) if hyde_first else None
         output = rebuild(kind.gather(take), text.gather(take), lengths, permutation)
 
-    data = frame.with_columns(query.alias("query"), output.alias("_output_new"))
+    data = frame.with_columns(query.alias("_query_new"), output.alias("_output_new"))
     reason = (
-        pl.when(pl.col("query") == "")
+        pl.when(pl.col("_query_new") == "")
         .then(pl.lit(REJECT_EMPTY_QUERY))
-        .when(pl.col("_output_new").list.len() == 0)
+        .when(pl.col("_output_new").list.len().fill_null(0) == 0)
         .then(pl.lit(REJECT_NO_ITEMS))
         .otherwise(pl.lit(None, pl.Utf8))
     )
     data = data.with_columns(reason.alias(REASON))
     kept = (
         data.filter(pl.col(REASON).is_null())
-        .with_columns(pl.col("_output_new").alias("output"))
+        .with_columns(pl.col("_query_new").alias("query"), pl.col("_output_new").alias("output"))
         .select(columns)
     )
-    # The ledger keeps what the row held before normalize: that is what a person must see.
+    # The ledger keeps the row as it was read: that is what a person must see.
     rejected = data.filter(pl.col(REASON).is_not_null()).select(*columns, REASON)
     report = {"rows_in": frame.height, "fixes": {k: v for k, v in counts.items() if v}}
     return StageResult(kept=kept, rejected=rejected, counts=counts, report=report)

@@ -161,3 +161,20 @@ def test_reference_data_rows_are_conserved_and_legacy_rows_modernized():
     assert not result.kept["query"].str.contains(r"\sonly:\s*(lex|vec|hyde)$").any()
     kinds = result.kept["output"].list.eval(pl.element().list.first().str.slice(0, 1)).list.join("")
     assert kinds.str.contains(r"^h*l*v*$").all()
+
+
+def test_null_query_and_null_output_are_rejected_as_read():
+    frame = raw_frame([("auth", [["lex", "auth file"]])])
+    frame = pl.concat(
+        [
+            frame,
+            frame.with_columns(pl.lit(None, pl.Utf8).alias("query"), pl.lit(2, pl.Int64).alias("_line")),
+            frame.with_columns(
+                pl.lit(None, pl.List(pl.List(pl.Utf8))).alias("output"), pl.lit(3, pl.Int64).alias("_line")
+            ),
+        ]
+    )
+    result = normalize.run(frame)
+    assert result.kept["_line"].to_list() == [1]
+    assert result.rejected["_reason"].to_list() == [normalize.REJECT_EMPTY_QUERY, normalize.REJECT_NO_ITEMS]
+    assert result.rejected["query"].to_list() == [None, "auth"]
