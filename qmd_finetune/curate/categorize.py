@@ -125,57 +125,58 @@ def _check_regex(pattern: str, where: str) -> None:
 
 
 def _hits(text: pl.Expr, category: Category) -> tuple[pl.Expr, pl.Expr]:
-    """(hit count, matched keywords/patterns as a list) of one category on ``text``."""
-    parts_count: list[pl.Expr] = []
-    parts_names: list[pl.Expr] = []
+    """(hit count, explanation such as "keywords 'a', 'b' + pattern '...'") of one category on ``text``."""
+    counts: list[pl.Expr] = []
+    labels: list[pl.Expr] = []
     if category.keywords:
         found = text.str.to_lowercase().str.extract_all(word_pattern(category.keywords))
         found = found.list.eval(pl.element().str.strip_chars(" ()[],.;:!?")).list.unique(maintain_order=True)
-        parts_count.append(found.list.len())
-        parts_names.append(found.list.eval(pl.lit("'") + pl.element() + pl.lit("'")))
+        n = found.list.len()
+        quoted = found.list.head(4).list.eval(pl.lit("'") + pl.element() + pl.lit("'")).list.join(", ")
+        counts.append(n)
+        labels.append(
+            pl.when(n == 1)
+            .then(pl.lit("keyword ") + quoted)
+            .when(n > 1)
+            .then(pl.lit("keywords ") + quoted)
+            .otherwise(pl.lit(None, pl.Utf8))
+        )
     for pattern in category.patterns:
         hit = text.str.contains(pattern)
-        parts_count.append(hit.cast(pl.UInt32))
-        parts_names.append(
-            pl.when(hit)
-            .then(pl.lit([f"pattern '{pattern}'"], pl.List(pl.Utf8)))
-            .otherwise(pl.lit([], pl.List(pl.Utf8)))
-        )
-    if not parts_count:
-        return pl.lit(0, pl.UInt32), pl.lit([], pl.List(pl.Utf8))
-    return pl.sum_horizontal(parts_count).cast(pl.UInt32), pl.concat_list(parts_names)
+        counts.append(hit.cast(pl.UInt32))
+        labels.append(pl.when(hit).then(pl.lit(f"pattern '{pattern}'")).otherwise(pl.lit(None, pl.Utf8)))
+    if not counts:
+        return pl.lit(0, pl.UInt32), pl.lit(None, pl.Utf8)
+    return pl.sum_horizontal(counts).cast(pl.UInt32), pl.concat_str(
+        labels, separator=" + ", ignore_nulls=True
+    )
 
 
 def _assign(texts: pl.Series, taxonomy: Taxonomy) -> pl.DataFrame:
-    """Best category (or null), its hits and a reason, for each distinct text."""
-    frame = texts.rename("t").to_frame()
-    count_cols, name_cols = [], []
+    """Best category (or null), its hits and what matched, for each distinct text."""
+    count_cols, label_cols = [], []
     for i, category in enumerate(taxonomy.categories):
-        count, names = _hits(pl.col("t"), category)
+        count, label = _hits(pl.col("t"), category)
         count_cols.append(count.alias(f"c{i}"))
-        name_cols.append(names.alias(f"n{i}"))
-    scored = frame.with_columns(count_cols + name_cols)
+        label_cols.append(label.alias(f"n{i}"))
+    scored = texts.rename("t").to_frame().with_columns(count_cols + label_cols)
     counts = scored.select([f"c{i}" for i in range(len(taxonomy.categories))]).to_numpy()
     best = counts.argmax(axis=1)  # first maximum: ties go to the category listed first
     best_count = counts[np.arange(len(best)), best]
-    names = taxonomy.names
-    chosen = [names[b] if c > 0 else None for b, c in zip(best.tolist(), best_count.tolist())]
-    matched: list[str | None] = []
-    name_lists = [scored[f"n{i}"] for i in range(len(names))]
-    for row, (b, c) in enumerate(zip(best.tolist(), best_count.tolist())):
-        if c == 0:
-            matched.append(None)
-            continue
-        terms = name_lists[b][row]
-        keywords = [t for t in terms if not t.startswith("pattern ")]
-        patterns = [t for t in terms if t.startswith("pattern ")]
-        label = []
-        if keywords:
-            label.append(("keyword " if len(keywords) == 1 else "keywords ") + ", ".join(keywords[:4]))
-        label.extend(patterns[:2])
-        matched.append(" + ".join(label))
+    matched = scored.select(
+        pl.concat_list([f"n{i}" for i in range(len(taxonomy.categories))]).list.get(
+            pl.Series(best), null_on_oob=True
+        )
+    ).to_series()
+    names = pl.Series(taxonomy.names, dtype=pl.Utf8).gather(best)
+    has = pl.Series(best_count > 0)
     return pl.DataFrame(
-        {"t": texts, "category": chosen, "matched": matched, "hits": best_count.astype(np.int64)},
+        {
+            "t": texts,
+            "category": names.zip_with(has, pl.Series([None] * len(best), dtype=pl.Utf8)),
+            "matched": matched.zip_with(has, pl.Series([None] * len(best), dtype=pl.Utf8)),
+            "hits": best_count.astype(np.int64),
+        },
         schema={"t": pl.Utf8, "category": pl.Utf8, "matched": pl.Utf8, "hits": pl.Int64},
     )
 
