@@ -26,7 +26,7 @@ class EvalQuery:
 
 
 def read_eval_queries(path: str | Path) -> list[EvalQuery]:
-    """A query list: one query per line; a ``# Heading`` comment names the category of the lines below.
+    """A query list: one query per line; a ``# Heading`` line directly above queries names their category.
 
     JSONL files (one record or ``{"query", "category"}`` object per line) are accepted too.
     """
@@ -44,13 +44,16 @@ def read_eval_queries(path: str | Path) -> list[EvalQuery]:
                     out.append(EvalQuery(query.strip(), row.get("category") or DEFAULT_CATEGORY))
         return out
     category = DEFAULT_CATEGORY
-    for line in lines:
+    for i, line in enumerate(lines):
         text = line.strip()
         if not text:
             continue
         if text.startswith("#"):
+            # A heading is a one-line comment block directly above queries; prose blocks are not.
+            above = lines[i - 1].strip() if i else ""
+            below = lines[i + 1].strip() if i + 1 < len(lines) else ""
             heading = text.lstrip("#").strip()
-            if heading:
+            if heading and not above and below and not below.startswith("#"):
                 category = heading
             continue
         out.append(EvalQuery(text, category))

@@ -51,3 +51,14 @@ def test_query_file_headings_become_categories(queries_file: Path) -> None:
         ("auth /only:lex", "Technical"),
         ("who is TDS motorsports", "Named entities"),
     ]
+
+
+def test_prose_comment_blocks_are_not_categories(tmp_path: Path) -> None:
+    path = tmp_path / "q.txt"
+    path.write_text(
+        "# Eval queries for the demo.\n# One query per line.\nauth\n\n# Tech\ndocker\n", encoding="utf-8"
+    )
+    assert [(q.query, q.category) for q in read_eval_queries(path)] == [
+        ("auth", "uncategorized"),
+        ("docker", "Tech"),
+    ]
