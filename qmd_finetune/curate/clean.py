@@ -225,8 +225,8 @@ def run(
     if effective["boilerplate"] != "off":
         boiler_unique, signatures = _boilerplate(items.unique, settings)
         boiler = items.expand(boiler_unique)
-    filler_unique, filler_words = _fillers(items.unique, settings)
-    padded_row = items.row_all(items.is_lex, items.expand(filler_unique)) & (items.count(items.is_lex) > 0)
+    fillers = _fillers(items.unique, settings)
+    padded_row = items.row_all(items.is_lex, items.expand(fillers.has)) & (items.count(items.is_lex) > 0)
     other_kind = items.other_kind
 
     counts: dict[str, int] = {}
@@ -246,7 +246,7 @@ def run(
 
     new_text = None
     if "lex_filler" in fixing:
-        new_text, fixed_rows = _remove_fillers(items, filler_words, padded_row, drop)
+        new_text, fixed_rows = _remove_fillers(items, fillers, padded_row, drop)
         counts["fixed:lex_filler"] = int(fixed_rows.sum())
         padded_row &= ~fixed_rows
     live = ~drop
@@ -273,7 +273,7 @@ def run(
 
     changed_rows = items.count(drop) > 0
     if new_text is not None:
-        changed_rows |= items.count((new_text != items.text).fill_null(False).to_numpy()) > 0
+        changed_rows |= fixed_rows
     output = data["output"]
     if changed_rows.any():
         output = _rebuild_rows(items, changed_rows, live, new_text, output)
@@ -471,18 +471,26 @@ def _boilerplate(unique: pl.DataFrame, settings: dict[str, Any]) -> tuple[np.nda
     return boiler, signatures
 
 
-def _fillers(unique: pl.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray, dict[int, list[str]]]:
-    """Unique lex items holding filler words their query lacks, and those words per unique item."""
+@dataclass
+class _Fillers:
+    has: np.ndarray  # per unique item: a lex line holding a filler word its query lacks
+    owner: np.ndarray  # unique item of each (item, filler word) pair
+    words: pl.Series  # the filler word of each pair
+
+
+def _fillers(unique: pl.DataFrame, settings: dict[str, Any]) -> _Fillers:
+    """Unique lex items holding filler words their query lacks, and those words (flat pairs)."""
     has = np.zeros(unique.height, dtype=bool)
+    none = _Fillers(has, np.zeros(0, dtype=np.int64), pl.Series([], dtype=pl.Utf8))
     words = list(settings["filler_words"])
     if not words or unique.height == 0:
-        return has, {}
+        return none
     pattern = word_pattern(words)
     candidate = np.flatnonzero(
         unique.select((pl.col("k") == "lex") & pl.col("t").str.contains(pattern)).to_series().to_numpy()
     )
     if len(candidate) == 0:
-        return has, {}
+        return none
     found = unique[candidate].select(
         pl.col("t").str.to_lowercase().str.extract_all(pattern).alias("w"),
         (pl.lit(" ") + pl.col("b").str.replace_all(r"[^\w\s]", " ") + pl.lit(" ")).alias("b"),
@@ -499,48 +507,62 @@ def _fillers(unique: pl.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray
         ~pl.col("b").str.contains(pl.lit(" ") + pl.col("w") + pl.lit(" "), literal=True)
     ).to_series()
     absent_np = absent.to_numpy()
-    present = per_row_sum(absent_np, lengths) > 0
-    has[candidate[present]] = True
-    owner = np.repeat(candidate, lengths)
-    by_item: dict[int, list[str]] = {}
-    for item, word in zip(owner[absent_np].tolist(), flat["w"].filter(absent).to_list()):
-        by_item.setdefault(item, []).append(word)
-    return has, by_item
+    has[candidate[per_row_sum(absent_np, lengths) > 0]] = True
+    return _Fillers(has, np.repeat(candidate, lengths)[absent_np], flat["w"].filter(absent))
 
 
 def _remove_fillers(
-    items: _Items, filler_words: dict[int, list[str]], padded_row: np.ndarray, drop: np.ndarray
+    items: _Items, fillers: _Fillers, padded_row: np.ndarray, drop: np.ndarray
 ) -> tuple[pl.Series, np.ndarray]:
     """Item texts with filler words removed on padded rows, and the rows that changed.
 
-    A line that would become empty or an echo of its query is left as it was.
+    Flat: the target lines are split into words, a word is dropped when (its line, the
+    word) is a filler pair, and the lines are joined again. A line that would become empty
+    or an echo of its query is left as it was.
     """
-    has = np.zeros(items.unique.height, dtype=bool)
-    has[list(filler_words)] = True
-    target = np.flatnonzero(items.expand(has) & padded_row[items.row] & ~drop)
+    target = np.flatnonzero(items.expand(fillers.has) & padded_row[items.row] & ~drop)
     text = items.text
+    unchanged = (text, np.zeros(len(padded_row), dtype=bool))
     if len(target) == 0:
-        return text, np.zeros(len(padded_row), dtype=bool)
-    unique_ids = np.unique(items.inverse[target])
-    new_by_unique: dict[int, str] = {}
-    for uid, line, query in zip(
-        unique_ids.tolist(),
-        items.unique["t"].gather(unique_ids).to_list(),
-        items.unique["b"].gather(unique_ids).to_list(),
-    ):
-        remove = set(filler_words[uid])
-        new = " ".join(w for w in line.split() if w.lower().strip(".,;:!?()[]") not in remove)
-        lowered = new.lower()
-        bad = not new or lowered == query or (query in lowered and len(lowered) < len(query) + 10)
-        if not bad and new != line:
-            new_by_unique[uid] = new
-    if not new_by_unique:
-        return text, np.zeros(len(padded_row), dtype=bool)
-    changed = target[np.isin(items.inverse[target], np.fromiter(new_by_unique, dtype=np.int64))]
-    values = pl.Series([new_by_unique[u] for u in items.inverse[changed].tolist()], dtype=pl.Utf8)
+        return unchanged
+    uids = np.unique(items.inverse[target])
+    lines = items.unique["t"].gather(uids)
+    split = lines.str.split(" ")
+    lengths = split.list.len().cast(pl.Int64).to_numpy()
+    words = split.explode(empty_as_null=False, keep_nulls=False)
+    owner = np.repeat(uids, lengths)
+    with np.errstate(over="ignore"):
+        key = words.str.to_lowercase().str.strip_chars(".,;:!?()[]").hash(seed=21).to_numpy() ^ (
+            owner.astype(np.uint64) * _MIX
+        )
+        pair_key = fillers.words.hash(seed=21).to_numpy() ^ (fillers.owner.astype(np.uint64) * _MIX)
+    keep = (~pl.Series(key).is_in(pl.Series(pair_key)) & (words != "")).to_numpy()
+    position = np.repeat(np.arange(len(uids)), lengths)
+    rebuilt = (
+        pl.DataFrame({"p": position[keep], "w": words.filter(pl.Series(keep))})
+        .group_by("p", maintain_order=True)
+        .agg(pl.col("w").str.join(" "))
+    )
+    new = pl.Series([""] * len(uids), dtype=pl.Utf8).scatter(rebuilt["p"].to_numpy(), rebuilt["w"])
+    check = pl.DataFrame({"old": lines, "new": new, "b": items.unique["b"].gather(uids)}).select(
+        good=(pl.col("new") != "")
+        & (pl.col("new") != pl.col("old"))
+        & (pl.col("new").str.to_lowercase() != pl.col("b"))
+        & ~(
+            pl.col("new").str.to_lowercase().str.contains(pl.col("b"), literal=True)
+            & (pl.col("new").str.len_chars() < pl.col("b").str.len_chars() + 10)
+        )
+    )
+    good = check["good"].to_numpy()
+    if not good.any():
+        return unchanged
+    new_of_unique = np.full(items.unique.height, -1, dtype=np.int64)
+    new_of_unique[uids[good]] = np.flatnonzero(good)
+    slot = new_of_unique[items.inverse[target]]
+    changed = target[slot >= 0]
     mask = np.zeros(items.n, dtype=bool)
     mask[changed] = True
-    return text.clone().scatter(changed, values), items.count(mask) > 0
+    return text.clone().scatter(changed, new.gather(slot[slot >= 0])), items.count(mask) > 0
 
 
 def _rebuild_rows(
