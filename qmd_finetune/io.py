@@ -51,6 +51,9 @@ _FAST_MARKERS = (b'"output": [[', b'"output":[[')
 _CORE_KEYS = {"query", "output", "category", "meta"}
 _BLOCK_BYTES = 32 << 20
 _MIN_BULK = 32
+_SCREEN_MAX = 4096
+# Schema keywords that coerce_record does not check itself; jsonschema runs only when a row has one.
+_SCHEMA_ONLY_KEYS = frozenset({"meta", "score", "rating", "deductions", "flags", "facets", "split"})
 
 
 class InputError(ValueError):
@@ -251,7 +254,12 @@ def _read_block(
             notes["CRLF line endings"] += 1
         if not line.strip():
             notes["blank lines skipped"] += 1
-        elif len(line) <= MAX_LINE_BYTES and (_FAST_MARKERS[0] in line or _FAST_MARKERS[1] in line):
+        elif (
+            len(line) <= MAX_LINE_BYTES
+            and line[:1] == b"{"
+            and line.rstrip().endswith(b"}")
+            and (_FAST_MARKERS[0] in line or _FAST_MARKERS[1] in line)
+        ):
             bulk.append(i)
         else:
             _read_line_slow(source, start + i, line, slow_rows, reject_rows, stage)
@@ -291,9 +299,10 @@ def _read_line_slow(
         return
     try:
         record = coerce_record(obj)
-        errors = sorted(validator("record").iter_errors(record.to_dict()), key=lambda e: list(e.path))
-        if errors:
-            raise RecordError(errors[0].message, errors[0].json_path)
+        if not _SCHEMA_ONLY_KEYS.isdisjoint(obj):
+            errors = sorted(validator("record").iter_errors(record.to_dict()), key=lambda e: list(e.path))
+            if errors:
+                raise RecordError(errors[0].message, errors[0].json_path)
     except RecordError as exc:
         rejects.append(_reject_row(source, line_no, stage, exc.reason, text, exc.path))
         return
@@ -316,8 +325,10 @@ def _read_bulk(
     slow_rows: list[tuple],
     rejects: list[tuple],
     stage: str,
+    screened: bool = False,
 ) -> list[pl.DataFrame]:
-    """Read lines[indices] with pyarrow; bisect on failure down to single-line parsing."""
+    """Read lines[indices] with pyarrow. On failure, bisect; small failing groups are screened
+    line by line (bad lines take the careful path) and the rest is read in bulk again."""
     import pyarrow.json as pj
 
     if len(indices) <= _MIN_BULK:
@@ -336,10 +347,28 @@ def _read_bulk(
         if table.num_rows != len(indices):
             raise ValueError("row count mismatch")
         frame = pl.from_arrow(table)
-    except Exception:  # pyarrow raises several error types; any failure means: split and retry
-        half = len(indices) // 2
-        return _read_bulk(source, start, lines, indices[:half], slow_rows, rejects, stage) + _read_bulk(
-            source, start, lines, indices[half:], slow_rows, rejects, stage
+    except Exception:  # pyarrow raises several error types; any failure means: narrow it down
+        if screened:
+            for i in indices:
+                _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage)
+            return []
+        if len(indices) > _SCREEN_MAX:
+            half = len(indices) // 2
+            return _read_bulk(source, start, lines, indices[:half], slow_rows, rejects, stage) + _read_bulk(
+                source, start, lines, indices[half:], slow_rows, rejects, stage
+            )
+        plain: list[int] = []
+        for i in indices:
+            try:
+                ok = isinstance(json.loads(lines[i]), dict)
+            except ValueError:
+                ok = False
+            if ok:
+                plain.append(i)
+            else:
+                _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage)
+        return (
+            _read_bulk(source, start, lines, plain, slow_rows, rejects, stage, screened=True) if plain else []
         )
     line_numbers = pl.Series("_line", [start + i for i in indices], dtype=pl.Int64)
     frame = _to_frame_columns(frame, source, line_numbers)

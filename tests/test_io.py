@@ -97,6 +97,20 @@ def test_bad_line_inside_a_bulk_block_gets_the_same_reason(tmp_path: Path, line:
     assert result.frame.get_column("_line").to_list() == [i for i in range(1, 202) if i != 138]
 
 
+def test_large_block_with_bad_lines_bisects_to_them(tmp_path: Path) -> None:
+    """Lines that pass the cheap screen but break pyarrow: bisection, then line-by-line."""
+    lines = [good_line(f"query {i}") for i in range(10_000)]
+    lines[1234] = good_line("extra brace") + "}"
+    lines[8765] = '{"query": "x", "output": [["lex", "a"]], "category": 5}'
+    result = read_one(write_lines(tmp_path / "big.jsonl", lines))
+    assert result.frame.height == 9_998
+    reasons = dict(
+        zip(result.rejects.get_column("line").to_list(), result.rejects.get_column("reason").to_list())
+    )
+    assert reasons[1235].startswith("invalid JSON")
+    assert reasons[8766] == "category is not a string"
+
+
 def test_non_utf8_bytes_are_rejected_not_fatal(tmp_path: Path) -> None:
     bad = b'{"query": "caf\xe9", "output": [["lex", "cafe"]]}'
     result = read_one(write_lines(tmp_path / "latin1.jsonl", [good_line(), bad]))
@@ -209,8 +223,14 @@ def test_write_then_read_each_format(tmp_path: Path, suffix: str) -> None:
 
 
 def test_non_ascii_text_round_trips_exactly(tmp_path: Path) -> None:
-    record = {"query": "café crème brûlée — 東京", "output": [["lex", "crème brûlée recette"]], "meta": {"note": "naïve"}}
-    out = write_records(records_to_frame([record]).with_columns(pl.lit(90.0).alias("score")), tmp_path / "u.jsonl")
+    record = {
+        "query": "café crème brûlée — 東京",
+        "output": [["lex", "crème brûlée recette"]],
+        "meta": {"note": "naïve"},
+    }
+    out = write_records(
+        records_to_frame([record]).with_columns(pl.lit(90.0).alias("score")), tmp_path / "u.jsonl"
+    )
     assert json.loads(out.read_text(encoding="utf-8")) == {**record, "score": 90.0}
 
 
