@@ -45,6 +45,7 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "raw": pl.Utf8(),
 }
 MAX_LINE_BYTES = 1 << 20
+KINDS_LOWERED = "rows with kinds lower-cased"
 RAW_KEEP_CHARS = 4096
 _BOM = b"\xef\xbb\xbf"
 _FAST_MARKERS = (b'"output": [[', b'"output":[[')
@@ -54,6 +55,10 @@ _MIN_BULK = 32
 _SCREEN_MAX = 4096
 # Schema keywords that coerce_record does not check itself; jsonschema runs only when a row has one.
 _SCHEMA_ONLY_KEYS = frozenset({"meta", "score", "rating", "deductions", "flags", "facets", "split"})
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class InputError(ValueError):
@@ -262,13 +267,19 @@ def _read_block(
         ):
             bulk.append(i)
         else:
-            _read_line_slow(source, start + i, line, slow_rows, reject_rows, stage)
+            _read_line_slow(source, start + i, line, slow_rows, reject_rows, stage, notes)
     if bulk:
-        frames.extend(_read_bulk(source, start, lines, bulk, slow_rows, reject_rows, stage))
+        frames.extend(_read_bulk(source, start, lines, bulk, slow_rows, reject_rows, stage, notes))
 
 
 def _read_line_slow(
-    source: str, line_no: int, line: bytes, rows: list[tuple], rejects: list[tuple], stage: str
+    source: str,
+    line_no: int,
+    line: bytes,
+    rows: list[tuple],
+    rejects: list[tuple],
+    stage: str,
+    notes: Counter[str],
 ) -> None:
     if len(line) > MAX_LINE_BYTES:
         raw = line[:RAW_KEEP_CHARS].decode("utf-8", errors="backslashreplace")
@@ -306,6 +317,8 @@ def _read_line_slow(
     except RecordError as exc:
         rejects.append(_reject_row(source, line_no, stage, exc.reason, text, exc.path))
         return
+    if record.lowered_kinds:
+        notes[KINDS_LOWERED] += 1
     rows.append(_record_row(record, source, line_no))
 
 
@@ -325,6 +338,7 @@ def _read_bulk(
     slow_rows: list[tuple],
     rejects: list[tuple],
     stage: str,
+    notes: Counter[str],
     screened: bool = False,
 ) -> list[pl.DataFrame]:
     """Read lines[indices] with pyarrow. On failure, bisect; small failing groups are screened
@@ -333,7 +347,7 @@ def _read_bulk(
 
     if len(indices) <= _MIN_BULK:
         for i in indices:
-            _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage)
+            _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage, notes)
         return []
     buffer = b"\n".join(lines[i] for i in indices)
     try:
@@ -350,13 +364,13 @@ def _read_bulk(
     except Exception:  # pyarrow raises several error types; any failure means: narrow it down
         if screened:
             for i in indices:
-                _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage)
+                _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage, notes)
             return []
         if len(indices) > _SCREEN_MAX:
             half = len(indices) // 2
-            return _read_bulk(source, start, lines, indices[:half], slow_rows, rejects, stage) + _read_bulk(
-                source, start, lines, indices[half:], slow_rows, rejects, stage
-            )
+            return _read_bulk(
+                source, start, lines, indices[:half], slow_rows, rejects, stage, notes
+            ) + _read_bulk(source, start, lines, indices[half:], slow_rows, rejects, stage, notes)
         plain: list[int] = []
         for i in indices:
             try:
@@ -366,12 +380,17 @@ def _read_bulk(
             if ok:
                 plain.append(i)
             else:
-                _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage)
+                _read_line_slow(source, start + i, lines[i], slow_rows, rejects, stage, notes)
         return (
-            _read_bulk(source, start, lines, plain, slow_rows, rejects, stage, screened=True) if plain else []
+            _read_bulk(source, start, lines, plain, slow_rows, rejects, stage, notes, screened=True)
+            if plain
+            else []
         )
     line_numbers = pl.Series("_line", [start + i for i in indices], dtype=pl.Int64)
     frame = _to_frame_columns(frame, source, line_numbers)
+    frame, lowered = _lower_kinds(frame)
+    if lowered:
+        notes[KINDS_LOWERED] += lowered
     kept, bad = _validate_bulk(frame)
     for line_no, reason, path in bad.select("_line", "_why", "_path").iter_rows():
         raw = lines[line_no - start].decode("utf-8", errors="backslashreplace")
@@ -403,6 +422,26 @@ def _to_frame_columns(frame: pl.DataFrame, source: str, line_numbers: pl.Series)
         # meta present but not an object in every row: let the careful path decide per row
         out = out.with_columns(pl.lit("__not_object__").alias("meta"))
     return out
+
+
+def _lower_kinds(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """``["LEX", ...]`` -> ``["lex", ...]``: kinds are case-insensitive on read, lower-case in records."""
+    kinds = pl.col("output").list.eval(pl.element().list.get(0, null_on_oob=True))
+    upper = kinds.list.eval(pl.element() != pl.element().str.to_lowercase()).list.any().fill_null(False)
+    count = int(frame.select(upper.sum()).item())
+    if not count:
+        return frame, 0
+    lowered = pl.col("output").list.eval(
+        pl.when(pl.element().list.len() == 2)
+        .then(
+            pl.concat_list(
+                pl.element().list.get(0, null_on_oob=True).str.to_lowercase(),
+                pl.element().list.get(1, null_on_oob=True),
+            )
+        )
+        .otherwise(pl.element())
+    )
+    return frame.with_columns(pl.when(upper).then(lowered).otherwise(pl.col("output")).alias("output")), count
 
 
 def _validate_bulk(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -496,6 +535,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:

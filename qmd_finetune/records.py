@@ -39,6 +39,8 @@ class Record:
     category: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    lowered_kinds: bool = field(default=False, compare=False, repr=False)
+    """True when the input spelled a kind in upper case (``LEX``); the record holds ``lex``."""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"query": self.query, "output": [[k, t] for k, t in self.output]}
@@ -172,7 +174,9 @@ def _check_item(kind: Any, text: Any, path: str) -> Item:
     if not isinstance(kind, str):
         raise RecordError("item kind is not a string", path + "[0]")
     if kind not in KINDS:
-        raise RecordError(f"unknown kind {kind!r}", path + "[0]")
+        if kind.lower() not in KINDS:
+            raise RecordError(f"unknown kind {kind!r}", path + "[0]")
+        kind = kind.lower()
     if not isinstance(text, str):
         raise RecordError("item text is not a string", path + "[1]")
     if not text.strip():
@@ -253,4 +257,8 @@ def coerce_record(obj: Any) -> Record:
     meta = data.pop("meta", None) or {}
     if not isinstance(meta, dict):
         raise RecordError("meta is not an object", "$.meta")
-    return Record(query=query, output=items, category=category, meta=meta, extra=data)
+    lowered = any(
+        isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], str) and entry[0] not in KINDS
+        for entry in (raw if isinstance(raw, list) else [])
+    )
+    return Record(query=query, output=items, category=category, meta=meta, extra=data, lowered_kinds=lowered)

@@ -261,6 +261,29 @@ def test_atomic_write_leaves_no_partial_file_on_error(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
 
 
+def test_upper_case_kinds_are_read_as_lower_case_and_counted(tmp_path: Path) -> None:
+    upper = json.dumps({"query": "q", "output": [["LEX", "a b"], ["Vec", "how to a b"]]})
+    lines = (
+        [upper]
+        + [good_line(f"q{i}") for i in range(100)]
+        + [json.dumps({"query": "z", "searches": [{"type": "lex", "query": "z"}], "output": [["HYDE", "h"]]})]
+    )
+    result = read_one(write_lines(tmp_path / "upper.jsonl", lines))
+    first = frame_to_dicts(result.frame)[0]
+    assert first["output"] == [["lex", "a b"], ["vec", "how to a b"]]
+    assert frame_to_dicts(result.frame)[-1]["output"] == [["hyde", "h"]]
+    assert result.files[0].notes["rows with kinds lower-cased"] == 2
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    out = write_records(records_to_frame([GOOD]), tmp_path / "perm.jsonl")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_rejects_ledger_rows_match_schema(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "data.jsonl", [good_line(), "nope", '{"query": ""}'])
     result = read_one(path)
