@@ -36,6 +36,15 @@ if [ "${DEMO_GEPA:-0}" = 1 ]; then
   OMP_NUM_THREADS=1 gepa generate --prompt "$OUT/gepa-prompt.txt" --model local/smollm2 --queries "$OUT/gepa-queries.txt" --output "$OUT/gepa-generated.jsonl" --max-tokens 64 --no-progress
 fi
 
+if [ "${DEMO_TRAIN:-0}" = 1 ]; then
+  step "train (DEMO_TRAIN=1): prepare, 3 LoRA SFT steps on the embedded model, eval"
+  train prepare --input data/demo.jsonl --output "$OUT/train" --val-split 0.1
+  train sft --dataset "$OUT/train" --output_dir "$OUT/sft" --max_steps 3 --logging_steps 1 \
+    --max_length 192 --per_device_train_batch_size 2 --torch_num_threads 1
+  train eval --model "$OUT/sft/adapter" --queries configs/eval_queries.demo.txt --max-new-tokens 96 \
+    --threads 1 --show 3 --output "$OUT/eval.json" --html "$OUT/eval.html"
+fi
+
 step "done"
 echo "HTML report of the curation run: $OUT/curate-report.html"
 echo "analysis report:                 $OUT/analyze.html"
