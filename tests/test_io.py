@@ -315,13 +315,19 @@ def test_query_list_skips_comments(tmp_path: Path) -> None:
     assert read_query_lines(path) == ["auth", "docker compose"]
 
 
-@pytest.mark.parametrize(("line", "reason"), BAD_LINES)
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("line", "reason"), [(line, reason) for line, reason in BAD_LINES if _is_json(line)])
 def test_fast_checks_reject_exactly_what_the_json_schema_rejects(line: str, reason: str) -> None:
     """The reader's own checks implement schemas/record.schema.json: every canonical-shape row
     they reject is also invalid under jsonschema (and the good row is valid under both)."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError:
-        pytest.skip("not JSON: nothing for the schema to say")
-    assert list(validator("record").iter_errors(obj)), f"schema accepts a row the reader rejects ({reason})"
+    assert list(validator("record").iter_errors(json.loads(line))), (
+        f"schema accepts a row the reader rejects ({reason})"
+    )
     assert not list(validator("record").iter_errors(json.loads(good_line())))
