@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from qmd_finetune.curate.stage import REASON, StageResult
+from qmd_finetune.io import read_query_lines
 from qmd_finetune.records import ONLY_RE
 
 NGRAM = 3
@@ -30,13 +31,8 @@ _SPACE_RE = re.compile(r"\s+")
 
 
 def read_eval_queries(path: str | Path) -> list[str]:
-    """One query per line; blank lines and ``#`` comments are skipped."""
-    queries = []
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
-        text = line.strip()
-        if text and not text.startswith("#"):
-            queries.append(text)
-    return queries
+    """One query per line; blank lines and ``#`` comments are skipped (records files work too)."""
+    return read_query_lines(path)
 
 
 def normalize_query(query: str) -> str:

@@ -81,16 +81,15 @@ def read_queries(path: Path) -> list[QueryItem]:
                 continue
             category = None
             if text.startswith("{"):
+                # a broken line is an error naming it, never a query silently dropped
                 try:
                     obj = json.loads(text)
-                except json.JSONDecodeError:
-                    continue
-                if not isinstance(obj, dict):
-                    continue
-                query = obj.get("query", obj.get("input"))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
+                query = obj.get("query", obj.get("input")) if isinstance(obj, dict) else None
+                if not isinstance(query, str) or not query.strip():
+                    raise ValueError(f"{path}:{number}: no query string")
                 category = obj.get("category") if isinstance(obj.get("category"), str) else None
-                if not isinstance(query, str):
-                    continue
                 text = query.strip()
             if text and text not in seen:
                 seen.add(text)
