@@ -116,7 +116,7 @@ def parse_prefixed(text: str) -> tuple[list[Item], list[str]]:
     return items, unknown
 
 
-_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCE_RE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 
@@ -126,7 +126,7 @@ def parse_expansion(text: str) -> list[Item]:
     JSON objects may map kinds to a string or a list of strings. Raises RecordError when
     nothing usable is found.
     """
-    cleaned = _THINK_RE.sub("", text).replace("<|im_end|>", "").strip()
+    cleaned = THINK_RE.sub("", text).replace("<|im_end|>", "").strip()
     cleaned = _FENCE_RE.sub("", cleaned).strip()
     if cleaned[:1] in "[{":
         try:

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qmd_finetune.records import ONLY_RE, THINK_RE, render
+
 STOPWORDS = frozenset("the a an is are to for of in and or it this that be with as on by".split())
 KEY_TERM_STOPWORDS = frozenset(
     "what is how to the a an in on for of and or with my your do does can i me we who where when why "
@@ -41,8 +43,6 @@ LEAKAGE_MARKERS: tuple[str, ...] = (
     "\nuser\n",
 )
 _ENTITY_STRIP = ".,!?:;()[]\"'"
-_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
-_ONLY_RE = re.compile(r"\s+/only:(lex|vec|hyde)\s*$", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"\b\w+\b")
 _PREFIXES = (("lex:", "lex"), ("vec:", "vec"), ("hyde:", "hyde"))
 
@@ -203,9 +203,9 @@ def score(query: str, text: str) -> Score:
     """Score one expansion ``text`` for ``query`` (spec sections 1-5)."""
     text = text.strip().replace("<|im_end|>", "")
     used_thinking = "<think>" in text and "</think>" in text
-    text = _THINK_RE.sub("", text).strip()
+    text = THINK_RE.sub("", text).strip()
 
-    only_match = _ONLY_RE.search(query)
+    only_match = ONLY_RE.search(query)
     only_type = only_match.group(1).lower() if only_match else None
     base_query = query[: only_match.start()].strip() if only_match else query
     max_if_failed = 100
@@ -555,8 +555,6 @@ def score_pairs(
 
 
 def render_items(items: Iterable[Sequence[str]]) -> str:
-    from qmd_finetune.records import render
-
     return render([(k, t) for k, t in items])
 
 
