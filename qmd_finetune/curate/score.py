@@ -6,17 +6,13 @@ Adds ``score`` (percentage), ``rating`` and ``deductions`` with :func:`reward.sc
 
 from __future__ import annotations
 
-import re
-
 import polars as pl
 
 from qmd_finetune.curate.stage import REASON, StageResult, empty_rejected, split_by_mask
-from qmd_finetune.curate.summary import score_stats
+from qmd_finetune.curate.summary import deduction_kind, score_stats
 from qmd_finetune.reward import score_frame
 
 SCORE_COLUMNS = ("score", "rating", "deductions")
-_PAREN_TAIL = re.compile(r"\s*\([^()]*\)$")
-_NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
 
 
 def run(frame: pl.DataFrame, min_score: float | None = None, workers: int | None = None) -> StageResult:
@@ -40,14 +36,6 @@ def _value_counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
         return {}
     counts = frame.get_column(column).value_counts(sort=True)
     return dict(zip(counts[column].to_list(), counts["count"].to_list()))
-
-
-def deduction_kind(deduction: str) -> str:
-    """Group deductions that differ only in detail: "lex echoes query: x" -> "lex echoes query",
-    "hyde too long (214)" -> "hyde too long", numbers -> "N" ("2 lex pair(s) too similar" -> "N lex pair(s) too similar")."""
-    head = deduction.split(": ", 1)[0]
-    head = _PAREN_TAIL.sub("", head)
-    return _NUMBER.sub("N", head)
 
 
 __all__ = ["REASON", "SCORE_COLUMNS", "deduction_kind", "run"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from qmd_finetune.io import (
 )
 from qmd_finetune.reward import RATINGS, score_frame
 
+_PAREN_TAIL = re.compile(r"\s*\([^()]*\)$")
+_NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
 RATING_NAMES = [name for _, name in RATINGS] + ["Failed"]
 
 
@@ -106,7 +109,7 @@ def score_stats(scored: pl.DataFrame, top: int = 10) -> dict[str, Any]:
     ratings = Counter(scored.get_column("rating").to_list())
     deductions: Counter[str] = Counter()
     for items in scored.get_column("deductions").to_list():
-        deductions.update(_deduction_kind(d) for d in items or [])
+        deductions.update(deduction_kind(d) for d in items or [])
     return {
         "rows": scored.height,
         "mean": round(float(scores.mean()), 2),
@@ -119,12 +122,12 @@ def score_stats(scored: pl.DataFrame, top: int = 10) -> dict[str, Any]:
     }
 
 
-def _deduction_kind(deduction: str) -> str:
-    """Group deductions by their kind: 'lex echoes query: x' -> 'lex echoes query'."""
-    head = (
-        deduction.split(":", 1)[0] if ":" in deduction and not deduction.startswith("missing") else deduction
-    )
-    return head.split(" (", 1)[0]
+def deduction_kind(deduction: str) -> str:
+    """Group deductions that differ only in detail: "lex echoes query: x" -> "lex echoes query",
+    "hyde too long (214)" -> "hyde too long", numbers -> "N" ("2 lex pair(s) too similar" -> "N lex pair(s) too similar")."""
+    head = deduction.split(": ", 1)[0]
+    head = _PAREN_TAIL.sub("", head)
+    return _NUMBER.sub("N", head)
 
 
 def print_score_summary(console: Console, result: ScoreResult) -> None:
