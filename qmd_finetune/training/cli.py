@@ -68,7 +68,11 @@ def prepare(
     more: list[Path] = typer.Argument(None, help="More input files.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="Dataset directory to write."),
     base_model: str = typer.Option("local/smollm2", help="Model family decides the prompt format."),
-    val_split: float = typer.Option(0.1, help="Fraction of queries for validation (stratified by category)."),
+    val_split: float = typer.Option(
+        0.1,
+        help="Fraction of queries for validation (stratified by category), for rows without a split "
+        "column; rows with split train/val/test keep it.",
+    ),
     seed: int = typer.Option(42),
     only_variants: bool = typer.Option(
         False, "--only-variants", help="Add one /only:KIND variant per record."
@@ -100,6 +104,8 @@ def prepare(
         table.add_column(key, justify="right")
     table.add_row(*(str(v) for v in counts.values()))
     console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if result.info["reject_reasons"]:
         console.print(f"rejected: {result.info['reject_reasons']} (see {output}/rejects.jsonl)")
 

@@ -1,8 +1,12 @@
 """``train prepare``: records -> chat-formatted train/val JSONL that TRL's SFTTrainer takes as is.
 
 Each row has a conversational ``prompt`` / ``completion`` pair (completion-only loss) and the
-full ``messages`` list, plus ``query`` (read by the GRPO reward) and ``category``. The split
-is seeded and stratified by category; a query (case-insensitive) never lands in both splits.
+full ``messages`` list, plus ``query`` (read by the GRPO reward) and ``category``.
+
+A ``split`` column written by ``curate split`` is honoured: train/val/test rows go to
+``train.jsonl``/``val.jsonl``/``test.jsonl`` and a test query never reaches training. Rows
+without a split are split here, seeded and stratified by category; a query (case-insensitive)
+never lands in two files.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from qmd_finetune.records import KINDS, Record, RecordError, coerce_record, only
 from qmd_finetune.training.prompts import PromptFormat, format_for, strip_think
 
 SHORT_QUERY_WORDS = 2
+SPLIT_NAMES = {"train": "train", "val": "val", "test": "test"}
 
 
 @dataclass
@@ -25,6 +30,62 @@ class PrepareResult:
     output_dir: Path
     info: dict[str, Any]
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Assigned:
+    """Records per split file, after honouring an existing ``split`` column."""
+
+    train: list[Record]
+    val: list[Record]
+    test: list[Record]
+    honoured: int
+    unsplit: int
+    dropped: list[dict[str, Any]]
+
+
+def assign_splits(records: list[Record], val_split: float, seed: int) -> Assigned:
+    """Honour each record's ``split`` (train/val/test); split the rest here.
+
+    A query that has a test row anywhere is kept out of train and val, and a query with a val
+    row is kept out of train, so an evaluation query is never trained on.
+    """
+    labelled: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
+    unsplit: list[Record] = []
+    dropped: list[dict[str, Any]] = []
+    for record in records:
+        value = record.extra.get("split")
+        if value is None or value == "":
+            unsplit.append(record)
+        elif isinstance(value, str) and value.strip().lower() in SPLIT_NAMES:
+            labelled[SPLIT_NAMES[value.strip().lower()]].append(record)
+        else:
+            dropped.append({"query": record.query, "reason": f"unknown split {value!r} (train, val or test)"})
+    train_new, val_new = split_records(unsplit, val_split, seed) if unsplit else ([], [])
+    test = labelled["test"]
+    val = labelled["val"] + val_new
+    held_test = {_key(r) for r in test}
+    held_val = {_key(r) for r in val} - held_test
+    kept_val = []
+    for record in val:
+        if _key(record) in held_test:
+            dropped.append({"query": record.query, "reason": "query also in the test split"})
+        else:
+            kept_val.append(record)
+    train = []
+    for record in labelled["train"] + train_new:
+        if _key(record) in held_test or _key(record) in held_val:
+            side = "test" if _key(record) in held_test else "val"
+            dropped.append({"query": record.query, "reason": f"query also in the {side} split"})
+        else:
+            train.append(record)
+    honoured = sum(len(v) for v in labelled.values())
+    return Assigned(train, kept_val, test, honoured, len(unsplit), dropped)
+
+
+def _key(record: Record) -> str:
+    return only_mode(record.query)[0].strip().lower()
 
 
 def read_input(paths: list[str | Path]) -> tuple[list[Record], list[dict[str, Any]]]:
@@ -175,9 +236,20 @@ def prepare(
     if not valid:
         raise ValueError(f"no valid records in {', '.join(map(str, inputs))} ({len(rejects)} rejected)")
 
-    train_records, val_records = split_records(valid, val_split, seed)
+    assigned = assign_splits(valid, val_split, seed)
+    rejects.extend(assigned.dropped)
+    warnings: list[str] = []
+    if assigned.honoured and assigned.unsplit:
+        warnings.append(
+            f"{assigned.unsplit} of {len(valid)} rows have no split column; they were split here "
+            f"(--val-split {val_split}), the other {assigned.honoured} keep their split"
+        )
+    train_records, val_records = assigned.train, assigned.val
+    if not train_records:
+        raise ValueError(f"no training rows in {', '.join(map(str, inputs))} (all rows are val or test)")
     train_rows = [make_row(r.query, r.output, fmt, r.category, "record") for r in train_records]
     val_rows = [make_row(r.query, r.output, fmt, r.category, "record") for r in val_records]
+    test_rows = [make_row(r.query, r.output, fmt, r.category, "record") for r in assigned.test]
     n_only = n_short = 0
     if with_only_variants:
         for query, items, category in only_variants(train_records, seed):
@@ -195,6 +267,11 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out / "train.jsonl", train_rows)
     _write_jsonl(out / "val.jsonl", val_rows)
+    test_path = out / "test.jsonl"
+    if test_rows:
+        _write_jsonl(test_path, test_rows)
+    elif test_path.exists():
+        test_path.unlink()
     info = {
         "inputs": [str(p) for p in inputs],
         "base_model": base_model,
@@ -207,17 +284,20 @@ def prepare(
             "rejected": len(rejects),
             "train": len(train_rows),
             "val": len(val_rows),
+            "test": len(test_rows),
             "only_variants": n_only,
             "short_augment": n_short,
         },
         "train_categories": dict(sorted(Counter(stratum_of_row(r) for r in train_rows).items())),
         "val_categories": dict(sorted(Counter(stratum_of_row(r) for r in val_rows).items())),
         "reject_reasons": dict(Counter(r["reason"] for r in rejects).most_common()),
+        "split_source": {"from_input": assigned.honoured, "split_here": assigned.unsplit},
+        "warnings": warnings,
     }
     _atomic_text(out / "dataset_info.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     if rejects:
         _write_jsonl(out / "rejects.jsonl", rejects)
-    return PrepareResult(out, info, rejects)
+    return PrepareResult(out, info, rejects, warnings)
 
 
 def stratum_of_row(row: dict[str, Any]) -> str:

@@ -77,7 +77,8 @@ def test_invalid_rows_are_rejected_with_reasons(tmp_path: Path) -> None:
     )
     result = prepare([path], tmp_path / "out", val_split=0.0)
     assert result.info["counts"] == {
-        "rows_in": 3, "valid": 1, "rejected": 2, "train": 1, "val": 0, "only_variants": 0, "short_augment": 0,
+        "rows_in": 3, "valid": 1, "rejected": 2, "train": 1, "val": 0, "test": 0, "only_variants": 0,
+            "short_augment": 0,
     }  # fmt: skip
     assert (tmp_path / "out" / "rejects.jsonl").is_file()
 
@@ -107,3 +108,59 @@ def test_cli_prepare_missing_input_fails(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "not found" in result.output
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _record(query: str, split: str | None = None) -> dict:
+    row = {"query": query, "output": [["lex", f"{query} keywords"], ["vec", f"how does {query} work"]]}
+    if split is not None:
+        row["split"] = split
+    return row
+
+
+def test_existing_split_column_is_honoured_and_test_rows_never_train(tmp_path: Path) -> None:
+    rows = [
+        _record(f"topic {i}", split) for i, split in enumerate(["train"] * 6 + ["val"] * 2 + ["test"] * 2)
+    ]
+    result = prepare([_write(tmp_path / "in.jsonl", rows)], tmp_path / "out", val_split=0.5, seed=3)
+    assert {r["query"] for r in _rows(tmp_path / "out" / "train.jsonl")} == {f"topic {i}" for i in range(6)}
+    assert {r["query"] for r in _rows(tmp_path / "out" / "val.jsonl")} == {"topic 6", "topic 7"}
+    assert {r["query"] for r in _rows(tmp_path / "out" / "test.jsonl")} == {"topic 8", "topic 9"}
+    assert result.info["counts"]["test"] == 2
+    assert result.info["split_source"] == {"from_input": 10, "split_here": 0}
+    assert result.warnings == []
+
+
+def test_a_query_with_a_test_row_is_dropped_from_training_with_a_reason(tmp_path: Path) -> None:
+    rows = [
+        _record("redis eviction", "test"),
+        _record("Redis eviction", "train"),
+        _record("kafka lag", "train"),
+    ]
+    result = prepare([_write(tmp_path / "in.jsonl", rows)], tmp_path / "out", seed=1)
+    assert [r["query"] for r in _rows(tmp_path / "out" / "train.jsonl")] == ["kafka lag"]
+    assert result.info["reject_reasons"] == {"query also in the test split": 1}
+
+
+def test_mixed_split_and_unsplit_rows_warn_and_unknown_split_is_rejected(tmp_path: Path) -> None:
+    rows = [_record(f"a{i}", "train") for i in range(4)] + [_record(f"b{i}") for i in range(4)]
+    rows.append(_record("c0", "holdout"))
+    result = prepare([_write(tmp_path / "in.jsonl", rows)], tmp_path / "out", val_split=0.25, seed=1)
+    assert len(result.warnings) == 1 and "4 of 8 rows have no split column" in result.warnings[0]
+    assert result.info["split_source"] == {"from_input": 4, "split_here": 4}
+    [(reason, count)] = result.info["reject_reasons"].items()
+    assert "'holdout'" in reason and count == 1
+    counts = result.info["counts"]
+    assert counts["train"] + counts["val"] + counts["test"] + counts["rejected"] == counts["rows_in"] == 9
+
+
+def test_cli_prepare_prints_the_mixed_split_warning(tmp_path: Path) -> None:
+    rows = [_record("a0", "train"), _record("b0"), _record("b1")]
+    source = _write(tmp_path / "in.jsonl", rows)
+    result = CliRunner().invoke(app, ["prepare", "--input", str(source), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "warning: 2 of 3 rows have no split column" in result.output
