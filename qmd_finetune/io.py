@@ -656,3 +656,58 @@ def read_query_lines(path: str | Path) -> list[str]:
         if text and not text.startswith("#"):
             queries.append(text)
     return queries
+
+
+# ---------------------------------------------------------------- curated files
+
+CURATION_COLUMNS: dict[str, pl.DataType] = {
+    "score": pl.Float64(),
+    "rating": pl.Utf8(),
+    "deductions": pl.List(pl.Utf8()),
+    "flags": pl.List(pl.Utf8()),
+    "facets": pl.List(pl.Utf8()),
+    "category_reason": pl.Utf8(),
+    "dup_group": pl.Utf8(),
+    "split": pl.Utf8(),
+    "leak": pl.Utf8(),
+}
+"""Columns stages add; on re-reading a curated file they come back from ``extra`` as columns."""
+
+
+def lift_curation_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Turn curation keys kept in ``extra`` (score, flags, dup_group, split ...) back into columns,
+    so a curated file can be fed to the next stage (``curate split`` after ``curate balance``)."""
+    if "extra" not in frame.columns or frame.height == 0:
+        return frame
+    pattern = "|".join(f'"{name}"' for name in CURATION_COLUMNS)
+    has = frame.get_column("extra").str.contains(pattern).fill_null(False)
+    if not has.any():
+        return frame
+    present: set[str] = set()
+    decoded: list[dict[str, Any]] = []
+    rest: list[str | None] = []
+    for text, hit in zip(frame.get_column("extra").to_list(), has.to_list()):
+        if not hit:
+            decoded.append({})
+            rest.append(text)
+            continue
+        data = json.loads(text)
+        lifted = {k: data.pop(k) for k in list(data) if k in CURATION_COLUMNS}
+        present.update(lifted)
+        decoded.append(lifted)
+        rest.append(json.dumps(data, ensure_ascii=False) if data else None)
+    columns = []
+    for name in sorted(present):
+        dtype = CURATION_COLUMNS[name]
+        values = [row.get(name) for row in decoded]
+        if name == "dup_group":
+            values = [None if v is None else str(v) for v in values]
+        columns.append(pl.Series(name, values, dtype=dtype, strict=False))
+    return frame.with_columns(pl.Series("extra", rest, dtype=pl.Utf8), *columns)
+
+
+def read_frame(paths: Sequence[str | Path], stage: str = "validate") -> ReadResult:
+    """:func:`read_records` plus :func:`lift_curation_columns`: a curated file read back keeps its columns."""
+    read = read_records(paths, stage=stage)
+    read.frame = lift_curation_columns(read.frame)
+    return read

@@ -379,24 +379,6 @@ def _print_histogram(
         console.print(f"  {label:>11} {count:>7} {_bar(count, top, 40)}", highlight=False)
 
 
-def print_run(console: Console, run: Any) -> None:
-    """The per-stage table every run ends with, and the rows-in check."""
-    from qmd_finetune.curate.pipeline import reasons_table
-
-    table = Table(title=f"{run.command}: per stage", title_justify="left")
-    for column in ("stage", "in", "kept", "rejected", "rejected by reason", "did"):
-        table.add_column(column, justify="right" if column in ("in", "kept", "rejected") else "left")
-    for name, rows_in, kept, rejected, reasons, did in reasons_table(run):
-        rejected_text = f"[red]{rejected:,}[/red]" if rejected else "0"
-        table.add_row(name, f"{rows_in:,}", f"{kept:,}", rejected_text, reasons, did, end_section=False)
-    console.print(table)
-    mark = "[green]ok[/green]" if run.balanced else "[red]MISMATCH[/red]"
-    console.print(f"rows in {run.rows_in:,} = kept {run.kept:,} + rejected {run.rejected:,}  {mark}")
-    for name, path in run.outputs.items():
-        if path:
-            console.print(f"  {name}: {path}", highlight=False)
-
-
 def print_balance(console: Console, report: dict[str, Any]) -> None:
     """Categories and facets against their targets, and the generation plan."""
     if not report:
@@ -420,41 +402,6 @@ def print_balance(console: Console, report: dict[str, Any]) -> None:
         console.print(f"[yellow]{report['warning']}[/yellow]")
     plan = report.get("plan") or {}
     console.print(f"generation plan: {plan.get('total_needed', 0)} more queries needed", highlight=False)
-
-
-def analyze_files(
-    paths: list[Path],
-    targets: str | Path | None = None,
-    examples: int = 3,
-    html: str | Path | None = None,
-    json_path: str | Path | None = None,
-    rejects: str | Path | None = None,
-) -> dict[str, Any]:
-    """Read files (curation columns included), compute stats, write the JSON and HTML reports
-    (and the invalid rows to ``rejects``)."""
-    import json
-
-    from qmd_finetune.curate.pipeline import read_frame
-    from qmd_finetune.io import atomic_write
-
-    read = read_frame(paths)
-    stats = compute_stats(read.frame, targets=targets, examples=examples)
-    stats["inputs"] = [f.to_dict() for f in read.files]
-    stats["invalid_rows"] = read.rejects.height
-    if rejects is not None:
-        from qmd_finetune.io import write_rejects
-
-        write_rejects(read.rejects, rejects)
-    if json_path is not None:
-        with atomic_write(json_path) as handle:
-            json.dump(stats, handle, indent=2, default=str)
-            handle.write("\n")
-    if html is not None:
-        from qmd_finetune.curate.report import render_html, write_html
-
-        names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
-        write_html(render_html(stats, "Dataset report", f"curate analyze: {names}"), html)
-    return stats
 
 
 def print_explanations(console: Console, frame: pl.DataFrame, show: int = 20) -> None:

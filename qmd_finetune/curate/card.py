@@ -19,8 +19,8 @@ import polars as pl
 import yaml
 
 from qmd_finetune.curate.analyze import compute_stats
-from qmd_finetune.curate.pipeline import read_frame, summary_path
-from qmd_finetune.io import atomic_write
+from qmd_finetune.curate.pipeline import summary_path
+from qmd_finetune.io import atomic_write, read_frame
 
 SPLIT_NAMES = ("train", "val", "test")
 

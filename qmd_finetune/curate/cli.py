@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from qmd_finetune.curate import summary
-from qmd_finetune.curate.analyze import print_balance, print_run
+from qmd_finetune.curate.analyze import print_balance
 from qmd_finetune.curate.pipeline import (
     PipelineConfig,
     PipelineError,
@@ -18,6 +18,7 @@ from qmd_finetune.curate.pipeline import (
     load_config,
     run_pipeline,
 )
+from qmd_finetune.curate.summary import print_run
 from qmd_finetune.io import InputError
 
 app = typer.Typer(
@@ -446,7 +447,8 @@ def analyze(
 ) -> None:
     """Counts, categories vs target, facets, lengths per kind, scores, deductions, duplicates, examples."""
     inputs = input_files(inputs, more)
-    from qmd_finetune.curate.analyze import analyze_files, print_stats
+    from qmd_finetune.curate.analyze import print_stats
+    from qmd_finetune.curate.report import analyze_files
 
     try:
         stats = analyze_files(

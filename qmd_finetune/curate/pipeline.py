@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +22,16 @@ from typing import Any
 import polars as pl
 import yaml
 
+from qmd_finetune.curate.analyze import compute_stats
+from qmd_finetune.curate.report import write_run_report
 from qmd_finetune.curate.stage import REASON, StageResult
+from qmd_finetune.curate.summary import group_reasons
 from qmd_finetune.io import (
     ReadResult,
     atomic_write,
     default_rejects_path,
     empty_rejects,
-    read_records,
+    read_frame,
     rejects_from_frame,
     write_records,
     write_rejects,
@@ -167,61 +169,6 @@ def load_config(path: str | Path, **overrides: Any) -> PipelineConfig:
     return config
 
 
-# ---------------------------------------------------------------- reading
-
-CURATION_COLUMNS: dict[str, pl.DataType] = {
-    "score": pl.Float64(),
-    "rating": pl.Utf8(),
-    "deductions": pl.List(pl.Utf8()),
-    "flags": pl.List(pl.Utf8()),
-    "facets": pl.List(pl.Utf8()),
-    "category_reason": pl.Utf8(),
-    "dup_group": pl.Utf8(),
-    "split": pl.Utf8(),
-    "leak": pl.Utf8(),
-}
-"""Columns stages add; on re-reading a curated file they come back from ``extra`` as columns."""
-
-
-def lift_curation_columns(frame: pl.DataFrame) -> pl.DataFrame:
-    """Turn curation keys kept in ``extra`` (score, flags, dup_group, split ...) back into columns,
-    so a curated file can be fed to the next stage (``curate split`` after ``curate balance``)."""
-    if "extra" not in frame.columns or frame.height == 0:
-        return frame
-    pattern = "|".join(f'"{name}"' for name in CURATION_COLUMNS)
-    has = frame.get_column("extra").str.contains(pattern).fill_null(False)
-    if not has.any():
-        return frame
-    present: set[str] = set()
-    decoded: list[dict[str, Any]] = []
-    rest: list[str | None] = []
-    for text, hit in zip(frame.get_column("extra").to_list(), has.to_list()):
-        if not hit:
-            decoded.append({})
-            rest.append(text)
-            continue
-        data = json.loads(text)
-        lifted = {k: data.pop(k) for k in list(data) if k in CURATION_COLUMNS}
-        present.update(lifted)
-        decoded.append(lifted)
-        rest.append(json.dumps(data, ensure_ascii=False) if data else None)
-    columns = []
-    for name in sorted(present):
-        dtype = CURATION_COLUMNS[name]
-        values = [row.get(name) for row in decoded]
-        if name == "dup_group":
-            values = [None if v is None else str(v) for v in values]
-        columns.append(pl.Series(name, values, dtype=dtype, strict=False))
-    return frame.with_columns(pl.Series("extra", rest, dtype=pl.Utf8), *columns)
-
-
-def read_frame(paths: Sequence[str | Path], stage: str = VALIDATE) -> ReadResult:
-    """io.read_records plus :func:`lift_curation_columns`."""
-    read = read_records(paths, stage=stage)
-    read.frame = lift_curation_columns(read.frame)
-    return read
-
-
 # ---------------------------------------------------------------- running
 
 
@@ -297,23 +244,6 @@ class PipelineRun:
             "outputs": dict(self.outputs),
             "reports": {s.name: _jsonable(s.report) for s in self.stages if s.report},
         }
-
-
-_ROW_REFERENCE = re.compile(r" of \S+:\d+$")
-_DETAIL_TAIL = re.compile(r"\s*\([^()]*\d[^()]*\)$")
-
-
-def reason_kind(reason: str) -> str:
-    """Summaries group reasons that name a row: "duplicate of a.jsonl:12" -> "duplicate of <row>"."""
-    return _DETAIL_TAIL.sub("", _ROW_REFERENCE.sub(" of <row>", reason))
-
-
-def group_reasons(by_reason: dict[str, int]) -> dict[str, int]:
-    grouped: dict[str, int] = {}
-    for reason, n in by_reason.items():
-        key = reason_kind(reason)
-        grouped[key] = grouped.get(key, 0) + n
-    return dict(sorted(grouped.items(), key=lambda item: -item[1]))
 
 
 def _now() -> str:
@@ -402,8 +332,6 @@ def run_pipeline(
         on_stage(first)
     before_stats = None
     if config.report is not None:
-        from qmd_finetune.curate.analyze import compute_stats
-
         before_stats = compute_stats(read.frame, examples=0)
     # Hand the frame over: nothing here keeps the input alive while the stages run.
     after, summaries, ledger_parts = run_stages(_take_frame(read), config.stages, on_stage)
@@ -459,8 +387,6 @@ def write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
             json.dump(run.summary(), handle, indent=2, default=str)
             handle.write("\n")
     if config.report is not None:
-        from qmd_finetune.curate.report import write_run_report
-
         write_run_report(run, config.report, targets=config.targets)
 
 
@@ -507,22 +433,6 @@ def plan_path(output: str | Path) -> Path:
     """``out/train.jsonl`` -> ``out/train.plan.json``."""
     rejects = default_rejects_path(output)
     return rejects.with_name(rejects.name.replace(".rejects.jsonl", ".plan.json"))
-
-
-def reasons_table(run: PipelineRun) -> list[tuple[str, int, int, int, str, str]]:
-    """Rows of the per-stage table: (stage, in, kept, rejected, top reasons, what else it did)."""
-    rows = []
-    for stage in run.stages:
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in list(stage.rejected_by_reason.items())[:4])
-        more = len(stage.rejected_by_reason) - 4
-        if more > 0:
-            reasons += f", ... ({more} more)"
-        did = [(k, v) for k, v in stage.counts.items() if isinstance(v, (int, float)) and v]
-        done = ", ".join(f"{k}: {v:g}" for k, v in did[:4]) + (
-            f", ... ({len(did) - 4} more)" if len(did) > 4 else ""
-        )
-        rows.append((stage.name, stage.rows_in, stage.kept, stage.rejected, reasons, done))
-    return rows
 
 
 __all__ = [

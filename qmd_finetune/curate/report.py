@@ -9,14 +9,13 @@ deductions, clean flags, duplicate clusters and examples per category.
 from __future__ import annotations
 
 import html
+import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from qmd_finetune.io import atomic_write
-
-if TYPE_CHECKING:
-    from qmd_finetune.curate.pipeline import PipelineRun
+from qmd_finetune.curate.analyze import compute_stats
+from qmd_finetune.io import atomic_write, read_frame, write_rejects
 
 BLUE = "#3b6fb6"
 GREY = "#b8c2cc"
@@ -24,6 +23,23 @@ GREEN = "#3a9a5b"
 RED = "#c8553d"
 AMBER = "#d9a21b"
 INK = "#24292f"
+
+
+class RunLike(Protocol):
+    """What the report reads of a pipeline run (``pipeline.PipelineRun``); the report does
+    not import the pipeline, which imports it."""
+
+    after: Any
+    inputs: list[dict[str, Any]]
+    command: str
+    outputs: dict[str, str | None]
+    before_stats: dict[str, Any] | None
+
+    def stage(self, name: str) -> Any: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
 RATING_COLORS = {"Excellent": GREEN, "Good": "#7bb661", "Acceptable": AMBER, "Poor": "#e07b39", "Failed": RED}
 
 CSS = """
@@ -578,7 +594,7 @@ def write_html(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
-def write_run_report(run: PipelineRun, path: str | Path, targets: str | Path | None = None) -> Path:
+def write_run_report(run: RunLike, path: str | Path, targets: str | Path | None = None) -> Path:
     """The report of a pipeline run: its output's stats with before/after against its input.
 
     Categories are compared with the targets the balance stage resolved when it ran, else
@@ -593,3 +609,29 @@ def write_run_report(run: PipelineRun, path: str | Path, targets: str | Path | N
     inputs = ", ".join(names) if len(names) <= 3 else f"{len(names)} files ({', '.join(names[:2])}, ...)"
     subtitle = f"{run.command}: {inputs} → {run.outputs.get('output') or '(no output)'}"
     return write_html(render_html(after, "Curation report", subtitle, run.summary(), before), path)
+
+
+def analyze_files(
+    paths: list[Path],
+    targets: str | Path | None = None,
+    examples: int = 3,
+    html: str | Path | None = None,
+    json_path: str | Path | None = None,
+    rejects: str | Path | None = None,
+) -> dict[str, Any]:
+    """Read files (curation columns included), compute stats, write the JSON and HTML reports
+    (and the invalid rows to ``rejects``)."""
+    read = read_frame(paths)
+    stats = compute_stats(read.frame, targets=targets, examples=examples)
+    stats["inputs"] = [f.to_dict() for f in read.files]
+    stats["invalid_rows"] = read.rejects.height
+    if rejects is not None:
+        write_rejects(read.rejects, rejects)
+    if json_path is not None:
+        with atomic_write(json_path) as handle:
+            json.dump(stats, handle, indent=2, default=str)
+            handle.write("\n")
+    if html is not None:
+        names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+        write_html(render_html(stats, "Dataset report", f"curate analyze: {names}"), html)
+    return stats

@@ -172,3 +172,54 @@ def print_score_summary(console: Console, result: ScoreResult) -> None:
     console.print(f"wrote {result.output}  ledger {result.rejects_path}")
     if rows_in != kept + rejected:
         raise AssertionError(f"row accounting broken: {rows_in} != {kept} + {rejected}")
+
+
+# ---------------------------------------------------------------- run summaries
+
+_ROW_REFERENCE = re.compile(r" of \S+:\d+$")
+_DETAIL_TAIL = re.compile(r"\s*\([^()]*\d[^()]*\)$")
+
+
+def reason_kind(reason: str) -> str:
+    """Summaries group reasons that name a row: "duplicate of a.jsonl:12" -> "duplicate of <row>"."""
+    return _DETAIL_TAIL.sub("", _ROW_REFERENCE.sub(" of <row>", reason))
+
+
+def group_reasons(by_reason: dict[str, int]) -> dict[str, int]:
+    grouped: dict[str, int] = {}
+    for reason, n in by_reason.items():
+        key = reason_kind(reason)
+        grouped[key] = grouped.get(key, 0) + n
+    return dict(sorted(grouped.items(), key=lambda item: -item[1]))
+
+
+def reasons_table(run: Any) -> list[tuple[str, int, int, int, str, str]]:
+    """Rows of the per-stage table: (stage, in, kept, rejected, top reasons, what else it did)."""
+    rows = []
+    for stage in run.stages:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in list(stage.rejected_by_reason.items())[:4])
+        more = len(stage.rejected_by_reason) - 4
+        if more > 0:
+            reasons += f", ... ({more} more)"
+        did = [(k, v) for k, v in stage.counts.items() if isinstance(v, (int, float)) and v]
+        done = ", ".join(f"{k}: {v:g}" for k, v in did[:4]) + (
+            f", ... ({len(did) - 4} more)" if len(did) > 4 else ""
+        )
+        rows.append((stage.name, stage.rows_in, stage.kept, stage.rejected, reasons, done))
+    return rows
+
+
+def print_run(console: Console, run: Any) -> None:
+    """The per-stage table every run ends with, and the rows-in check."""
+    table = Table(title=f"{run.command}: per stage", title_justify="left")
+    for column in ("stage", "in", "kept", "rejected", "rejected by reason", "did"):
+        table.add_column(column, justify="right" if column in ("in", "kept", "rejected") else "left")
+    for name, rows_in, kept, rejected, reasons, did in reasons_table(run):
+        rejected_text = f"[red]{rejected:,}[/red]" if rejected else "0"
+        table.add_row(name, f"{rows_in:,}", f"{kept:,}", rejected_text, reasons, did, end_section=False)
+    console.print(table)
+    mark = "[green]ok[/green]" if run.balanced else "[red]MISMATCH[/red]"
+    console.print(f"rows in {run.rows_in:,} = kept {run.kept:,} + rejected {run.rejected:,}  {mark}")
+    for name, path in run.outputs.items():
+        if path:
+            console.print(f"  {name}: {path}", highlight=False)

@@ -10,9 +10,9 @@ import pytest
 from _curate_fixtures import echo, frame, good, write_jsonl
 from rich.console import Console
 
-from qmd_finetune.curate.analyze import analyze_files, compute_stats, print_stats
+from qmd_finetune.curate.analyze import compute_stats, print_stats
 from qmd_finetune.curate.pipeline import PipelineConfig, StageSpec, run_pipeline
-from qmd_finetune.curate.report import render_html
+from qmd_finetune.curate.report import analyze_files, render_html
 
 RECORDS = [
     good("docker compose networking", "technology"),

@@ -9,7 +9,7 @@ from _curate_fixtures import echo, good, write_jsonl
 from typer.testing import CliRunner
 
 from qmd_finetune.curate.cli import app
-from qmd_finetune.curate.pipeline import read_frame
+from qmd_finetune.io import read_frame
 
 runner = CliRunner()
 

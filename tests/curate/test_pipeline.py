@@ -10,7 +10,7 @@ from _curate_fixtures import REFERENCE, echo, frame, good, write_jsonl
 from qmd_finetune.curate import pipeline
 from qmd_finetune.curate.pipeline import PipelineConfig, PipelineError, StageSpec, load_config, run_pipeline
 from qmd_finetune.curate.stage import StageResult, empty_rejected
-from qmd_finetune.io import read_records, records_to_frame, write_records
+from qmd_finetune.io import read_frame, read_records, records_to_frame, write_records
 from qmd_finetune.resources import validator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +110,7 @@ def test_curated_columns_come_back_when_a_curated_file_is_read_again(tmp_path: P
     data = frame([good("tide tables")], score=[91.5], split=["val"], dup_group=["7"])
     data = data.with_columns(pl.Series("flags", [["echo:lex"]], dtype=pl.List(pl.Utf8)))
     write_records(data, tmp_path / "c.jsonl")
-    again = pipeline.read_frame([tmp_path / "c.jsonl"]).frame
+    again = read_frame([tmp_path / "c.jsonl"]).frame
     row = again.row(0, named=True)
     assert row["score"] == 91.5 and row["split"] == "val" and row["dup_group"] == "7"
     assert row["flags"] == ["echo:lex"] and row["extra"] is None
@@ -157,7 +157,7 @@ def test_balance_pipeline_on_the_reference_data(tmp_path: Path) -> None:
     config = pipeline.balance_config(inputs, tmp_path / "balanced.jsonl")
     run = run_pipeline(config)
     assert run.rows_in == 3407 and run.balanced
-    out = pipeline.read_frame([tmp_path / "balanced.jsonl"]).frame
+    out = read_frame([tmp_path / "balanced.jsonl"]).frame
     keys = out.get_column("query").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
     assert keys.n_unique() == out.height  # no duplicate queries left
     assert (
