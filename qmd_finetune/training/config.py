@@ -72,7 +72,12 @@ class GRPORunConfig:
     gradient_accumulation_steps: int = 1
     num_generations: int = 4
     generation_batch_size: int | None = None
-    max_completion_length: int = 200
+    # None fits it to the data: the 99th percentile of the training targets' tokens, +25%.
+    max_completion_length: int | None = None
+    # Stop after this many steps when rewards never differ within a group or more than
+    # max_clipped_ratio of the completions hit max_completion_length (0 turns the check off).
+    health_check_steps: int = 3
+    max_clipped_ratio: float = 0.5
     temperature: float = 1.0
     beta: float = 0.0
     max_train_samples: int | None = None
@@ -248,6 +253,10 @@ def validate(config: Any) -> None:
             )
         if config.num_generations < 2:
             raise ConfigError("num_generations: GRPO needs at least 2 completions per prompt")
+        if config.health_check_steps < 0:
+            raise ConfigError(f"health_check_steps: must be 0 (off) or more, got {config.health_check_steps}")
+        if not 0 < config.max_clipped_ratio <= 1:
+            raise ConfigError(f"max_clipped_ratio: must be in (0, 1], got {config.max_clipped_ratio}")
 
 
 def load_config(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = None) -> Any:

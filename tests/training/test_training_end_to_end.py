@@ -115,6 +115,7 @@ def test_grpo_runs_a_couple_of_steps_from_the_sft_model(
         "grpo", "--model", str(trained / "merged"), "--dataset", str(prepared), "--output_dir", str(out),
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--num_generations", "2",
         "--max_completion_length", "32", "--torch_num_threads", "1", "--merge", "false",
+        "--health_check_steps", "0",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -123,6 +124,23 @@ def test_grpo_runs_a_couple_of_steps_from_the_sft_model(
     assert adapter["base_model_name_or_path"] == str((trained / "merged").resolve())
     history = json.loads((out / "train_log.json").read_text())
     assert any("reward" in h for h in history)
+
+
+def test_grpo_stops_with_a_message_when_most_completions_are_clipped(
+    trained: Path, prepared: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "grpo"
+    args = [
+        "grpo", "--model", str(trained / "merged"), "--dataset", str(prepared), "--output_dir", str(out),
+        "--max_steps", "5", "--per_device_train_batch_size", "2", "--num_generations", "2",
+        "--max_completion_length", "4", "--torch_num_threads", "1", "--health_check_steps", "1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "GRPO stopped after 1 steps" in result.output
+    assert "cut at max_completion_length=4" in result.output
+    assert "below the p99 target length" in result.output
+    assert not (out / "adapter").exists()
 
 
 def test_grpo_refuses_an_adapter_as_its_start(trained: Path, prepared: Path, tmp_path: Path) -> None:
