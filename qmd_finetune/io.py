@@ -711,3 +711,40 @@ def read_frame(paths: Sequence[str | Path], stage: str = "validate") -> ReadResu
     read = read_records(paths, stage=stage)
     read.frame = lift_curation_columns(read.frame)
     return read
+
+
+INPUT_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.parquet")
+"""What a directory given as input contributes (rejects ledgers ``*.rejects.jsonl`` excluded)."""
+_GLOB_CHARS = frozenset("*?[")
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Input arguments to files: a directory gives its ``*.jsonl``, ``*.jsonl.gz`` and
+    ``*.parquet`` files (not ledgers), a quoted glob its matches, both sorted; a plain path
+    stays as given (the reader names a missing file). A directory or glob that matches nothing
+    is an error, so a typo never reads zero rows silently."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                {
+                    p
+                    for pattern in INPUT_PATTERNS
+                    for p in path.glob(pattern)
+                    if p.is_file() and not p.name.endswith(".rejects.jsonl")
+                }
+            )
+            if not found:
+                raise InputError(f"{path}: directory holds no {', '.join(INPUT_PATTERNS)} files")
+            out.extend(found)
+        elif not path.exists() and _GLOB_CHARS & set(str(raw)):
+            anchor = Path(path.anchor) if path.is_absolute() else Path()
+            pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(raw)
+            found = sorted(p for p in anchor.glob(pattern) if p.is_file())
+            if not found:
+                raise InputError(f"{raw}: no file matches this pattern")
+            out.extend(found)
+        else:
+            out.append(path)
+    return list(dict.fromkeys(out))

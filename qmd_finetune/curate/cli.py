@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from qmd_finetune.curate import summary
 from qmd_finetune.curate.analyze import print_balance
@@ -19,25 +23,57 @@ from qmd_finetune.curate.pipeline import (
     run_pipeline,
 )
 from qmd_finetune.curate.summary import print_run
-from qmd_finetune.io import InputError
+from qmd_finetune.io import InputError, expand_inputs
 
-app = typer.Typer(
+
+class _Command(TyperCommand):
+    """Usage lines without the hidden positional that catches `--input a b c`."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class _Typer(typer.Typer):
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     help="Validate, clean, deduplicate, score, balance and split query-expansion datasets.",
     no_args_is_help=True,
     add_completion=False,
 )
 console = Console()
 
-InputsOpt = typer.Option(
-    ..., "--input", "-i", help="Input file(s): .jsonl, .jsonl.gz or .parquet (`--input a.jsonl b.jsonl`)."
+INPUT_HELP = (
+    "Input file(s): .jsonl, .jsonl.gz or .parquet (`--input a.jsonl b.jsonl`); a directory reads the"
+    " *.jsonl, *.jsonl.gz and *.parquet inside it, a quoted glob ('data/*.jsonl') its matches, sorted."
 )
+InputsOpt = typer.Option(..., "--input", "-i", metavar="PATH", help=INPUT_HELP)
 MoreInputs = typer.Argument(None, hidden=True, help="More input files after --input.")
 RejectsOpt = typer.Option(None, "--rejects", help="Rejects ledger path (JSONL). Default: beside the output.")
 
 
 def input_files(inputs: list[Path], more: list[Path] | None) -> list[Path]:
-    """`--input a b c` passes b and c as arguments; take them as inputs too."""
-    return [*inputs, *(more or [])]
+    """`--input a b c` passes b and c as arguments; take them as inputs too. Directories and
+    quoted globs become the files they hold."""
+    try:
+        return expand_inputs([*inputs, *(more or [])])
+    except InputError as exc:
+        _fail(str(exc))
+        raise
+
+
+def stage_default(stage: str, option: str) -> Any:
+    """The stage's own default for an option, so a flag's default never drifts from the library's."""
+    from qmd_finetune.curate.pipeline import stage_function
+
+    return inspect.signature(stage_function(stage)).parameters[option].default
 
 
 def _fail(message: str) -> None:
@@ -199,21 +235,36 @@ def dedup(
     exact: bool = typer.Option(True, help="Exact duplicates of the normalized query (best score wins)."),
     near: bool = typer.Option(True, help="Near-duplicate queries (MinHash/LSH over character n-grams)."),
     near_threshold: float = typer.Option(
-        0.85, "--near-threshold", help="Jaccard similarity for a near duplicate."
+        stage_default("dedup", "near_threshold"),
+        "--near-threshold",
+        help="Jaccard similarity for a near duplicate.",
     ),
-    ngram: int = typer.Option(3, "--ngram", help="Character n-gram size for near dedup."),
+    ngram: int = typer.Option(
+        stage_default("dedup", "ngram"), "--ngram", help="Character n-gram size for near dedup."
+    ),
     near_action: str = typer.Option(
-        "reject", "--near-action", help="reject | group (keep, label with dup_group)."
+        stage_default("dedup", "near_action"),
+        "--near-action",
+        help="reject | group (keep, label with dup_group).",
+    ),
+    near_keep: str = typer.Option(
+        stage_default("dedup", "near_keep"),
+        "--near-keep",
+        help="Which row of a near cluster survives: frequent | score | first.",
     ),
     semantic: bool = typer.Option(
         False, "--semantic", help="Also dedup by sentence embeddings (all-MiniLM-L6-v2)."
     ),
     semantic_threshold: float = typer.Option(
-        0.92, "--semantic-threshold", help="Cosine similarity threshold."
+        stage_default("dedup", "semantic_threshold"),
+        "--semantic-threshold",
+        help="Cosine similarity threshold.",
     ),
     dedup_items: bool = typer.Option(True, help="Remove items repeated inside one record."),
-    keep: str = typer.Option("score", "--keep", help="Which row of a group survives: score | first."),
-    seed: int = typer.Option(1, "--seed"),
+    keep: str = typer.Option(
+        stage_default("dedup", "keep"), "--keep", help="Which row of an exact group survives: score | first."
+    ),
+    seed: int = typer.Option(stage_default("dedup", "seed"), "--seed"),
 ) -> None:
     """Remove duplicate queries (exact, near, optionally semantic) and repeated items."""
     inputs = input_files(inputs, more)
@@ -228,6 +279,7 @@ def dedup(
         near_threshold=near_threshold,
         ngram=ngram,
         near_action=near_action,
+        near_keep=near_keep,
         semantic=semantic,
         semantic_threshold=semantic_threshold,
         dedup_items=dedup_items,

@@ -31,6 +31,7 @@ from qmd_finetune.io import (
     atomic_write,
     default_rejects_path,
     empty_rejects,
+    expand_inputs,
     read_frame,
     rejects_from_frame,
     write_records,
@@ -148,16 +149,20 @@ def load_config(path: str | Path, **overrides: Any) -> PipelineConfig:
     unknown = set(data) - CONFIG_KEYS
     if unknown:
         raise PipelineError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-    data.update({k: v for k, v in overrides.items() if v is not None and v != []})
+    given = {k: v for k, v in overrides.items() if v is not None and v != []}
+    data.update(given)
+    if "output" in given:
+        _move_derived_outputs(data, Path(given["output"]), set(given))
     inputs = data.get("input") or []
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
+    inputs = expand_inputs(inputs)
 
     def opt_path(key: str) -> Path | None:
         return Path(data[key]) if data.get(key) else None
 
     config = PipelineConfig(
-        inputs=[Path(p) for p in inputs],
+        inputs=inputs,
         output=opt_path("output"),
         stages=[parse_stage(entry) for entry in data.get("stages") or []],
         rejects=opt_path("rejects"),
@@ -167,6 +172,27 @@ def load_config(path: str | Path, **overrides: Any) -> PipelineConfig:
     )
     config.check()
     return config
+
+
+def _move_derived_outputs(data: dict[str, Any], output: Path, given: set[str]) -> None:
+    """An output given on the command line takes every derived output with it: the config's
+    rejects, summary, report, balance plan and split directory move beside it (unless the
+    command line set them too), so a run told to write elsewhere never overwrites the
+    config's files."""
+    for key in ("rejects", "stats"):
+        if key not in given:
+            data[key] = None  # the defaults are beside the output
+    if data.get("report") and "report" not in given:
+        data["report"] = str(beside(output, ".report.html"))
+    stages = []
+    for entry in data.get("stages") or []:
+        spec = parse_stage(entry)
+        if spec.name == "balance" and spec.options.get("plan"):
+            spec.options["plan"] = str(plan_path(output))
+        if spec.name == "split" and spec.options.get("output_dir"):
+            spec.options["output_dir"] = str(beside(output, ".splits"))
+        stages.append({"stage": spec.name, **spec.options})
+    data["stages"] = stages
 
 
 # ---------------------------------------------------------------- running
@@ -390,10 +416,15 @@ def write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
         write_run_report(run, config.report, targets=config.targets)
 
 
+def beside(output: str | Path, suffix: str) -> Path:
+    """``beside("out/train.jsonl", ".run.json")`` -> ``out/train.run.json``."""
+    rejects = default_rejects_path(output)
+    return rejects.with_name(rejects.name.replace(".rejects.jsonl", suffix))
+
+
 def summary_path(output: str | Path) -> Path:
     """``out/train.jsonl`` -> ``out/train.run.json`` (beside the output)."""
-    rejects = default_rejects_path(output)
-    return rejects.with_name(rejects.name.replace(".rejects.jsonl", ".run.json"))
+    return beside(output, ".run.json")
 
 
 def balance_config(
@@ -431,8 +462,7 @@ def balance_config(
 
 def plan_path(output: str | Path) -> Path:
     """``out/train.jsonl`` -> ``out/train.plan.json``."""
-    rejects = default_rejects_path(output)
-    return rejects.with_name(rejects.name.replace(".rejects.jsonl", ".plan.json"))
+    return beside(output, ".plan.json")
 
 
 __all__ = [
