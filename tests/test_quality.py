@@ -116,7 +116,7 @@ def test_lex_off_topic_needs_every_lex_line_off_topic():
     ]
     assert quality.check("how to start a 401(k)", items) == []
     items = [
-        ["lex", "kubernetes ingress tls"],
+        ["lex", "docker swarm overlay"],
         ["lex", "helm chart values"],
         ["vec", "how do I feed a sourdough starter"],
     ]
