@@ -37,6 +37,7 @@ Options (keyword, typed):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ import numpy as np
 import polars as pl
 import yaml
 
+from qmd_finetune import quality
 from qmd_finetune.curate._items import (
     Flat,
     flatten,
@@ -60,6 +62,7 @@ from qmd_finetune.resources import data_path
 ACTIONS = ("flag", "fix", "reject", "off")
 RULE_NAMES = (
     "only_mode_missing_kind",
+    "degenerate",
     "everyday_sense",
     "boilerplate",
     "lex_filler",
@@ -67,10 +70,23 @@ RULE_NAMES = (
     "missing_kinds",
     "only_mode_other_kinds",
     "hyde_length",
+    "lex_longer",
 )
-FIXABLE = frozenset({"boilerplate", "lex_filler", "echo", "only_mode_other_kinds"})
+FIXABLE = frozenset(
+    {"boilerplate", "lex_filler", "echo", "only_mode_other_kinds", "hyde_length", "lex_longer"}
+)
+JUNK_RULES = ("degenerate", "boilerplate", "lex_filler")
+"""Rules whose rejects ``keep_flagged`` turns back into flags and the category floor may restore."""
+FIX_ALIASES = {
+    "hyde_trim": "hyde_length",
+    "lex_echo": "echo",
+    "filler": "lex_filler",
+    "only_other": "only_mode_other_kinds",
+}
+"""Names the fixes are known by (``--fixes hyde_trim,lex_echo``) -> the rule they repair."""
 REJECT_NOTHING_LEFT = "no items left after clean fixes"
 FLAGS = "flags"
+FLOOR_FLAG = "category_floor"
 
 _ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -145,6 +161,9 @@ def load_rules(path: str | Path | None = None) -> CleanRules:
         "hyde_max_chars": 200,
         "required_kinds": ["lex", "vec"],
         "filler_words": [],
+        "degenerate_checks": list(quality.GATE_RULES),
+        "category_floor": 0,
+        "fix_presets": {},
     }
     settings.update(raw.get("settings") or {})
     terms = []
@@ -177,16 +196,50 @@ def _split_words(text: pl.Expr) -> pl.Expr:
     return text.str.to_lowercase().str.replace_all(r"[^\w\s]", "").str.split(" ")
 
 
+def fix_names(config: CleanRules, fix: bool | str | Sequence[str]) -> set[str] | None:
+    """The rules ``fix`` names: ``None`` for "the rules whose action is fix" (``True``), else a set.
+
+    A string is a comma list or a preset of ``settings.fix_presets`` (``"train"``); names are
+    rule names or their aliases in :data:`FIX_ALIASES` (``hyde_trim``, ``lex_echo``).
+    """
+    if fix is True:
+        return None
+    if fix is False or fix is None:
+        return set()
+    presets = config.settings.get("fix_presets") or {}
+    names = [p.strip() for p in fix.split(",")] if isinstance(fix, str) else [str(p).strip() for p in fix]
+    resolved: set[str] = set()
+    for name in filter(None, names):
+        if name in presets:
+            resolved |= fix_names(config, list(presets[name])) or set()
+            continue
+        rule = FIX_ALIASES.get(name, name)
+        if rule not in FIXABLE:
+            known = sorted({*FIXABLE, *FIX_ALIASES, *presets})
+            raise ValueError(f"unknown clean fix {name!r} (known: {', '.join(known)})")
+        resolved.add(rule)
+    return resolved
+
+
 def _resolve_actions(
-    config: CleanRules, fix: bool, actions: dict[str, str] | None
+    config: CleanRules,
+    fix: bool | str | Sequence[str],
+    actions: dict[str, str] | None,
+    keep_flagged: bool = False,
 ) -> tuple[dict[str, str], set[str]]:
     act = {name: rule.action for name, rule in config.rules.items()}
+    if keep_flagged:
+        act.update({name: "flag" for name in JUNK_RULES if act[name] == "reject"})
+    named = fix_names(config, fix)
+    if named is not None:
+        act = {name: ("flag" if a == "fix" else a) for name, a in act.items()}
+        act.update(dict.fromkeys(named, "fix"))
     for name, action in (actions or {}).items():
         if name not in RULE_NAMES:
             raise ValueError(f"unknown clean rule {name!r} (known: {', '.join(RULE_NAMES)})")
         _check_action(name, action, "actions")
         act[name] = action
-    effective = {name: ("flag" if a == "fix" and not fix else a) for name, a in act.items()}
+    effective = {name: ("flag" if a == "fix" and fix is False else a) for name, a in act.items()}
     return effective, {name for name, a in effective.items() if a == "fix"}
 
 
@@ -194,8 +247,10 @@ def run(
     frame: pl.DataFrame,
     *,
     rules: str | Path | CleanRules | None = None,
-    fix: bool = False,
+    fix: bool | str | Sequence[str] = False,
     actions: dict[str, str] | None = None,
+    keep_flagged: bool = False,
+    category_floor: int | None = None,
     boilerplate_min_queries: int | None = None,
     hyde_min_chars: int | None = None,
     hyde_max_chars: int | None = None,
@@ -207,10 +262,11 @@ def run(
         ("boilerplate_min_queries", boilerplate_min_queries),
         ("hyde_min_chars", hyde_min_chars),
         ("hyde_max_chars", hyde_max_chars),
+        ("category_floor", category_floor),
     ):
         if value is not None:
             settings[key] = value
-    effective, fixing = _resolve_actions(config, fix, actions)
+    effective, fixing = _resolve_actions(config, fix, actions, keep_flagged)
 
     columns = [c for c in frame.columns if c != FLAGS]
     data = frame.select(columns)
@@ -245,11 +301,28 @@ def run(
     boiler &= ~drop
 
     new_text = None
+    fixed_rows = np.zeros(len(padded_row), dtype=bool)
     if "lex_filler" in fixing:
-        new_text, fixed_rows = _remove_fillers(items, fillers, padded_row, drop)
-        counts["fixed:lex_filler"] = int(fixed_rows.sum())
-        padded_row &= ~fixed_rows
+        new_text, filler_rows = _remove_fillers(items, fillers, padded_row, drop)
+        counts["fixed:lex_filler"] = int(filler_rows.sum())
+        padded_row &= ~filler_rows
+        fixed_rows |= filler_rows
+    lo, hi = int(settings["hyde_min_chars"]), int(settings["hyde_max_chars"])
+    if "hyde_length" in fixing:
+        new_text, trimmed_rows = _trim_hydes(items, new_text, drop, lo, hi)
+        counts["fixed:hyde_length"] = int(trimmed_rows.sum())
+        fixed_rows |= trimmed_rows
+    text = new_text if new_text is not None else items.text
+    longer = _lex_longer(items, text, ~drop)
+    if "lex_longer" in fixing:
+        shorten = _long_lex_lines(items, text, ~drop)
+        drop |= shorten
+        counts["fixed:lex_longer"] = int((items.count(shorten) > 0).sum())
+        longer = _lex_longer(items, text, ~drop)
     live = ~drop
+    degenerate = pl.Series("degenerate", [None] * data.height, dtype=pl.Utf8)
+    if effective["degenerate"] != "off":
+        degenerate = _degenerate(data, list(settings["degenerate_checks"]))
 
     rows = pl.DataFrame(
         {
@@ -259,17 +332,32 @@ def run(
             "n_hyde": items.count(items.is_hyde & live),
             "n_only": items.count(items.is_only & live),
             "n_other": items.count(other_kind & live),
-            "hyde_len": items.first_hyde_length(live),
+            "hyde_len": items.first_hyde_length(live, text),
             "echo_lex": items.count(echo & items.is_lex) > 0,
             "echo_vec": items.count(echo & items.is_vec) > 0,
             "boiler_hyde": items.count(boiler & items.is_hyde) > 0,
             "boiler_vec": items.count(boiler & items.is_vec) > 0,
             "padded": padded_row,
+            "longer": longer,
+            "degenerate": degenerate,
             "sense": _everyday_sense(data, base, config, effective),
         }
     )
-    flags, reason = _flags_and_reasons(config, effective, settings)
-    rows = rows.select(flags.alias(FLAGS), reason.alias(REASON), "sense")
+    flags, reason, held = _flags_and_reasons(config, effective, settings)
+    rows = rows.select(flags.alias(FLAGS), reason.alias(REASON), held.alias("_held"), "sense")
+    floor = int(settings["category_floor"])
+    floor_note = "off"
+    if floor > 0:
+        # The floor protects the categories rows name. It works only when every row names one:
+        # categorize runs after clean by default, so a row without a category could still end
+        # up in any category, and "this category is emptied" cannot be known here.
+        missing = data.height if "category" not in data.columns else data["category"].null_count()
+        if missing:
+            floor_note = f"skipped: {missing} rows have no category (run categorize before clean)"
+        else:
+            rows, restored = _category_floor(rows, data["category"], floor)
+            counts["kept_by_category_floor"] = restored
+            floor_note = f"at least {floor} row(s) per category; {restored} junk row(s) kept flagged"
 
     changed_rows = items.count(drop) > 0
     if new_text is not None:
@@ -312,6 +400,7 @@ def run(
     report = {
         "rows_in": frame.height,
         "actions": effective,
+        "category_floor": floor_note,
         "flags": breakdown,
         "boilerplate_signatures": signatures,
         "everyday_sense_examples": [
@@ -382,13 +471,13 @@ class _Items:
             drop &= ~(mask & (survivors[self.row] == 0))
         return drop
 
-    def first_hyde_length(self, live: np.ndarray) -> pl.Series:
+    def first_hyde_length(self, live: np.ndarray, text: pl.Series) -> pl.Series:
         big = np.iinfo(np.int64).max
         first = per_row_min(np.where(self.is_hyde & live, np.arange(self.n), big), self.flat.lengths, big)
         has = first != big
         lengths = np.full(len(first), -1, dtype=np.int64)  # -1: no hyde
         if has.any():
-            lengths[has] = self.text.gather(first[has]).str.len_chars().to_numpy()
+            lengths[has] = text.gather(first[has]).str.len_chars().to_numpy()
         return pl.Series(lengths, dtype=pl.Int64)
 
 
@@ -583,6 +672,122 @@ def _rebuild_rows(
     return rebuild(items.kind.filter(live), text.filter(live), items.count(live))
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def trim_hyde(text: str, min_chars: int, max_chars: int) -> str | None:
+    """The longest run of whole leading sentences of ``text`` within ``max_chars``, or None
+    when that is shorter than ``min_chars`` (one long sentence cannot be cut sensibly)."""
+    kept = ""
+    for sentence in _SENTENCE_END.split(text.strip()):
+        candidate = f"{kept} {sentence}".strip()
+        if len(candidate) > max_chars:
+            break
+        kept = candidate
+    return kept if min_chars <= len(kept) <= max_chars else None
+
+
+def _trim_hydes(
+    items: _Items, new_text: pl.Series | None, drop: np.ndarray, lo: int, hi: int
+) -> tuple[pl.Series, np.ndarray]:
+    """Item texts with over-long hyde passages cut at a sentence boundary, and the rows changed."""
+    text = new_text if new_text is not None else items.text
+    target = np.flatnonzero(items.is_hyde & ~drop & (text.str.len_chars().to_numpy() > hi))
+    if len(target) == 0:
+        return text, np.zeros(len(items.flat.lengths), dtype=bool)
+    distinct = text.gather(target).unique(maintain_order=True)
+    trimmed = {t: trim_hyde(t, lo, hi) for t in distinct.to_list()}
+    values = [trimmed[t] for t in text.gather(target).to_list()]
+    ok = np.array([v is not None for v in values], dtype=bool)
+    changed = target[ok]
+    mask = np.zeros(items.n, dtype=bool)
+    mask[changed] = True
+    new = pl.Series([v for v in values if v is not None], dtype=pl.Utf8)
+    return text.clone().scatter(changed, new), items.count(mask) > 0
+
+
+def _kind_means(items: _Items, text: pl.Series, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    length = text.str.len_chars().to_numpy().astype(np.int64)
+    means = []
+    for mask in (items.is_lex & live, items.is_vec & live):
+        n = items.count(mask)
+        total = per_row_sum(np.where(mask, length, 0), items.flat.lengths)
+        means.append(np.where(n > 0, total / np.maximum(n, 1), np.nan))
+    return means[0], means[1]
+
+
+def _lex_longer(items: _Items, text: pl.Series, live: np.ndarray) -> np.ndarray:
+    """Rows whose lex lines are longer than their vec lines on average (a rubric deduction)."""
+    lex_mean, vec_mean = _kind_means(items, text, live)
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(lex_mean) > np.nan_to_num(vec_mean, nan=np.inf)
+
+
+def _long_lex_lines(items: _Items, text: pl.Series, live: np.ndarray) -> np.ndarray:
+    """Lex items longer than their row's mean vec line, when at least one lex line stays."""
+    _, vec_mean = _kind_means(items, text, live)
+    length = text.str.len_chars().to_numpy()
+    with np.errstate(invalid="ignore"):
+        long = items.is_lex & live & (length > np.nan_to_num(vec_mean, nan=np.inf)[items.row])
+    survivors = items.count(items.is_lex & live & ~long)
+    return long & (survivors[items.row] > 0)
+
+
+def _degenerate(data: pl.DataFrame, checks: list[str]) -> pl.Series:
+    """Per row the first quality-gate rule the answer fails (``quality.check``), else null.
+
+    The gate runs once per distinct (query, output) pair.
+    """
+    result = pl.Series("degenerate", [None] * data.height, dtype=pl.Utf8)
+    if data.height == 0 or not checks:
+        return result
+    query = data["query"].fill_null("")
+    with np.errstate(over="ignore"):
+        keys = query.hash(seed=11).to_numpy() ^ (data["output"].hash(seed=12).to_numpy() * _MIX)
+    first, inverse = unique_ids(keys)
+    found = [
+        (fails[0].rule if fails else None)
+        for fails in (
+            quality.check(q, out or [], checks=checks)
+            for q, out in zip(query.gather(first).to_list(), data["output"].gather(first).to_list())
+        )
+    ]
+    return pl.Series("degenerate", found, dtype=pl.Utf8).gather(inverse)
+
+
+def _non_topical() -> set[str]:
+    raw = yaml.safe_load(data_path("taxonomy.yaml").read_text(encoding="utf-8")) or {}
+    return {str(label) for label in raw.get("non_topical") or []}
+
+
+def _category_floor(rows: pl.DataFrame, category: pl.Series, floor: int) -> tuple[pl.DataFrame, int]:
+    """Restore junk-rejected rows (flagged, plus ``category_floor``) so no input category keeps
+    fewer than ``floor`` rows; rows without a category or with a non-topical one are not protected."""
+    frame = rows.with_columns(
+        category.alias("_cat"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_idx")
+    ).with_columns(
+        (pl.col("_cat").is_not_null() & ~pl.col("_cat").is_in(sorted(_non_topical()))).alias("_protected")
+    )
+    kept = frame.filter(pl.col("_protected") & pl.col(REASON).is_null()).group_by("_cat").len("kept")
+    restore = (
+        frame.filter(pl.col("_protected") & pl.col(REASON).is_not_null() & pl.col("_held").is_not_null())
+        .with_columns(pl.int_range(pl.len()).over("_cat").alias("_rank"))
+        .join(kept, on="_cat", how="left")
+        .filter(pl.col("_rank") < floor - pl.col("kept").fill_null(0))
+    )["_idx"]
+    if restore.len() == 0:
+        return rows, 0
+    back = frame["_idx"].is_in(restore)
+    restored = rows.with_columns(
+        pl.when(back)
+        .then(pl.concat_list(FLAGS, pl.col("_held").str.split(","), pl.lit([FLOOR_FLAG])))
+        .otherwise(pl.col(FLAGS))
+        .alias(FLAGS),
+        pl.when(back).then(pl.lit(None, pl.Utf8)).otherwise(pl.col(REASON)).alias(REASON),
+    )
+    return restored, restore.len()
+
+
 def _everyday_sense(
     data: pl.DataFrame, base: pl.Series, config: CleanRules, effective: dict[str, str]
 ) -> pl.Series:
@@ -646,8 +851,9 @@ def _everyday_sense(
 
 def _flags_and_reasons(
     config: CleanRules, effective: dict[str, str], settings: dict[str, Any]
-) -> tuple[pl.Expr, pl.Expr]:
-    """Expressions over the row facts: the ``flags`` list and the reject reason."""
+) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """Expressions over the row facts: the ``flags`` list, the reject reason, and the flags a
+    row rejected only by junk rules would carry if the category floor keeps it (else null)."""
     normal = pl.col("only").is_null()
     hyde_len = pl.col("hyde_len")
     lo, hi = int(settings["hyde_min_chars"]), int(settings["hyde_max_chars"])
@@ -658,6 +864,9 @@ def _flags_and_reasons(
             pl.when(~normal & (pl.col("n_only") == 0)).then(
                 pl.lit("only_mode_missing_kind:") + pl.col("only")
             )
+        ],
+        "degenerate": [
+            pl.when(pl.col("degenerate").is_not_null()).then(pl.lit("degenerate:") + pl.col("degenerate"))
         ],
         "everyday_sense": [
             pl.when(pl.col("sense").is_not_null()).then(
@@ -679,8 +888,11 @@ def _flags_and_reasons(
             pl.when(normal & (hyde_len >= 0) & (hyde_len < lo)).then(pl.lit("hyde_length:short")),
             pl.when(normal & (hyde_len > hi)).then(pl.lit("hyde_length:long")),
         ],
+        "lex_longer": [pl.when(pl.col("longer")).then(pl.lit("lex_longer"))],
     }
     flag_exprs: list[pl.Expr] = []
+    held_exprs: list[pl.Expr] = []
+    other_reject = pl.lit(False)
     reason = none
     for name in reversed(RULE_NAMES):  # the first rule in RULE_NAMES wins the reason
         action = effective[name]
@@ -689,14 +901,25 @@ def _flags_and_reasons(
         fired = [e.otherwise(none) for e in detections[name]]
         if action == "reject":
             any_fired = pl.any_horizontal([e.is_not_null() for e in fired])
-            reason = pl.when(any_fired).then(pl.lit(config.rules[name].reason)).otherwise(reason)
+            text = pl.lit(config.rules[name].reason)
+            if name == "degenerate":  # one reason per gate rule: "degenerate answer: repeated_lines"
+                text = text + pl.lit(": ") + pl.col("degenerate")
+            reason = pl.when(any_fired).then(text).otherwise(reason)
+            if name in JUNK_RULES:
+                held_exprs = fired + held_exprs
+            else:
+                other_reject = other_reject | any_fired
         else:
             flag_exprs = fired + flag_exprs
-    if not flag_exprs:
-        return pl.lit([], pl.List(pl.Utf8)), reason
-    joined = pl.concat_str(flag_exprs, separator=",", ignore_nulls=True)
-    flags = pl.when(joined == "").then(pl.lit([], pl.List(pl.Utf8))).otherwise(joined.str.split(","))
-    return flags, reason
+    flags: pl.Expr = pl.lit([], pl.List(pl.Utf8))
+    if flag_exprs:
+        joined = pl.concat_str(flag_exprs, separator=",", ignore_nulls=True)
+        flags = pl.when(joined == "").then(pl.lit([], pl.List(pl.Utf8))).otherwise(joined.str.split(","))
+    held = none
+    if held_exprs:
+        held_joined = pl.concat_str(held_exprs, separator=",", ignore_nulls=True)
+        held = pl.when((held_joined != "") & ~other_reject).then(held_joined).otherwise(none)
+    return flags, reason, held
 
 
 # ---------------------------------------------------------------- report helpers

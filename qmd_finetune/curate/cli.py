@@ -161,6 +161,18 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+FixesOpt = typer.Option(
+    None,
+    "--fixes",
+    help="Clean fixes to apply: a comma list (hyde_trim,lex_echo,lex_longer ...) or a preset (train).",
+)
+KeepFlaggedOpt = typer.Option(
+    False,
+    "--keep-flagged",
+    help="Keep boilerplate, lex-filler and degenerate rows, flagged, instead of rejecting them.",
+)
+
+
 @app.command()
 def normalize(
     inputs: list[Path] = InputsOpt,
@@ -198,6 +210,11 @@ def clean(
     rejects: Path | None = RejectsOpt,
     report: Path | None = ReportOpt,
     fix: bool = typer.Option(False, "--fix", help="Apply the fixes of rules whose action is 'fix'."),
+    fixes: str | None = FixesOpt,
+    keep_flagged: bool = KeepFlaggedOpt,
+    category_floor: int | None = typer.Option(
+        None, "--category-floor", help="Rows each input category keeps despite junk rejects (default 1)."
+    ),
     rules: Path | None = typer.Option(None, "--rules", help="Rules YAML (default: data/clean_rules.yaml)."),
     action: list[str] | None = typer.Option(
         None, "--action", help="Override a rule's action: RULE=flag|fix|reject|off."
@@ -216,7 +233,9 @@ def clean(
         output,
         rejects,
         report,
-        fix=fix,
+        fix=fixes or fix,
+        keep_flagged=keep_flagged,
+        category_floor=category_floor,
         rules=None if rules is None else str(rules),
         actions=_pairs(action, "--action") or None,
         boilerplate_min_queries=boilerplate_min_queries,
@@ -350,6 +369,8 @@ def balance(
     seed: int = typer.Option(0, "--seed", help="Seed for tie-breaking among equally scored rows."),
     min_score: float | None = typer.Option(None, "--min-score", help="Score stage threshold."),
     fix: bool = typer.Option(False, "--fix", help="Let clean apply its fixes."),
+    fixes: str | None = FixesOpt,
+    keep_flagged: bool = KeepFlaggedOpt,
     recategorize: bool = typer.Option(False, "--recategorize", help="Replace existing categories."),
     rejects: Path | None = RejectsOpt,
     report: Path | None = ReportOpt,
@@ -370,8 +391,10 @@ def balance(
     if targets is None and not categories:
         balance_options["targets"] = taxonomy_targets()
     stage_options: dict[str, dict] = {"balance": {k: v for k, v in balance_options.items() if v is not None}}
-    if fix:
-        stage_options["clean"] = {"fix": True}
+    if fix or fixes:
+        stage_options["clean"] = {"fix": fixes or True}
+    if keep_flagged:
+        stage_options.setdefault("clean", {})["keep_flagged"] = True
     if recategorize:
         stage_options["categorize"] = {"recategorize": True}
     config = balance_config(

@@ -27,6 +27,8 @@ def full(query: str, hyde: str = HYDE, lex: tuple[str, ...] = (), vec: tuple[str
 
 
 def run(records: list[dict], **options) -> clean.StageResult:
+    """The stage with junk flagged, not rejected (the rule tests read flags); defaults are tested below."""
+    options.setdefault("keep_flagged", True)
     frame = records_to_frame(records)
     result = clean.run(frame, **options)
     assert result.kept.height + result.rejected.height == frame.height
@@ -51,7 +53,7 @@ def test_rules_file_has_at_least_24_everyday_sense_terms_and_valid_actions():
 
 def test_a_fix_action_on_a_rule_without_a_fix_fails_before_any_data(tmp_path):
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump({"rules": {"hyde_length": {"action": "fix"}}}))
+    path.write_text(yaml.safe_dump({"rules": {"missing_kinds": {"action": "fix"}}}))
     with pytest.raises(ValueError, match="has no fix"):
         clean.load_rules(path)
     with pytest.raises(ValueError, match="unknown clean rule"):
@@ -199,7 +201,7 @@ def test_lex_filler_on_every_line_is_flagged_unless_the_query_has_the_word():
 
 def test_lex_filler_fix_removes_the_words_the_query_lacks():
     record_ = full("sourdough bread", lex=("sourdough starter overview", "bread hydration ratio tutorial"))
-    result = run([record_], fix=True)
+    result = run([record_], fix="lex_filler")
     lex = [text for kind, text in result.kept["output"][0] if kind == "lex"]
     assert lex == ["sourdough starter", "bread hydration ratio"]
     assert result.kept["flags"][0].to_list() == []
@@ -208,7 +210,7 @@ def test_lex_filler_fix_removes_the_words_the_query_lacks():
 
 def test_lex_filler_fix_keeps_a_line_that_would_become_an_echo():
     record_ = full("sourdough bread", lex=("sourdough overview bread", "sourdough loaf guide"))
-    result = run([record_], fix=True)
+    result = run([record_], fix="filler")
     lex = [text for kind, text in result.kept["output"][0] if kind == "lex"]
     assert lex == ["sourdough overview bread", "sourdough loaf"]
 
@@ -218,19 +220,23 @@ def test_lex_filler_fix_keeps_a_line_that_would_become_an_echo():
 
 def test_echo_is_flagged_and_fixed_without_emptying_a_kind():
     record_ = full("auth config", lex=("auth config", "authentication settings file"), vec=("auth config",))
-    assert flags_of([record_])[0] == ["echo:lex", "echo:vec"]
+    assert flags_of([record_])[0] == ["echo:lex", "echo:vec", "lex_longer"]
     result = run([record_], fix=True)
     row = result.kept.row(0, named=True)
     assert ["lex", "auth config"] not in row["output"]
     assert ["vec", "auth config"] in row["output"]  # the only vec is kept, and stays flagged
-    assert row["flags"] == ["echo:vec"]
+    assert row["flags"] == ["echo:vec", "lex_longer"]
 
 
 def test_missing_kinds_and_hyde_length():
     no_vec = record("auth config", ("hyde", HYDE), ("lex", "auth settings"))
     short = full("auth config", hyde="Too short.")
     long = full("auth config", hyde="x" * 201)
-    assert flags_of([no_vec, short, long]) == [["missing:vec"], ["hyde_length:short"], ["hyde_length:long"]]
+    assert flags_of([no_vec, short, long]) == [
+        ["degenerate:missing_vec", "missing:vec"],
+        ["hyde_length:short"],
+        ["hyde_length:long"],
+    ]
     assert flags_of([short], hyde_min_chars=5) == [[]]
 
 
@@ -275,7 +281,7 @@ def test_flags_column_replaces_an_older_one():
 @pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/data/qmd-reference")
 def test_reference_data_template_files_are_flagged_and_rows_conserved():
     frame = normalize.run(read_records(sorted(REFERENCE.glob("*.jsonl"))).frame).kept
-    result = clean.run(frame)
+    result = clean.run(frame, keep_flagged=True)
     assert result.kept.height + result.rejected.height == frame.height
     kept = result.kept.with_columns(pl.col("_source").str.extract(r"qmd_(\w+)\.jsonl").alias("file"))
     boiler = kept.group_by("file").agg(
@@ -291,9 +297,139 @@ def test_fixing_a_few_rows_among_many_leaves_the_others_untouched():
     records = [full(f"topic {i} setup") for i in range(40)]
     records[17] = full("auth config", lex=("auth config", "authentication settings file"))
     frame = records_to_frame(records)
-    result = clean.run(frame, fix=True)
+    result = clean.run(frame, fix=True, keep_flagged=True)
     assert result.kept["output"][17].to_list() == [
         [k, t] for k, t in records[17]["output"] if t != "auth config"
     ]
     others = [i for i in range(40) if i != 17]
     assert result.kept["output"].gather(others).equals(frame["output"].gather(others))
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/data/qmd-reference")
+def test_reference_template_files_are_rejected_by_default_and_handcrafted_rows_kept():
+    frame = normalize.run(read_records(sorted(REFERENCE.glob("*.jsonl"))).frame).kept
+    result = clean.run(frame)
+    assert result.kept.height + result.rejected.height == frame.height
+    sources = result.kept["_source"].str.extract(r"qmd_(\w+)\.jsonl").value_counts()
+    by_file = dict(sources.iter_rows())
+    assert "expansion_balanced_deduped" not in by_file and "expansion_diverse_addon" not in by_file
+    assert by_file["expansion_handcrafted"] == 65
+    junk = ("boilerplate", "lex_filler", "degenerate")
+    assert not result.kept["flags"].list.eval(pl.element().str.contains("|".join(junk))).list.any().any()
+
+
+# ---------------------------------------------------------------- junk out by default
+
+
+def degenerate_vec_answer() -> dict:
+    return record(
+        "docker compose networking",
+        ("hyde", "Docker Compose puts services on one network where they reach each other by name."),
+        ("lex", "docker compose network"),
+        *[("vec", "docker-comdll")] * 49,
+    )
+
+
+def test_degenerate_answers_are_rejected_with_the_gate_rule_as_reason():
+    result = clean.run(records_to_frame([degenerate_vec_answer(), full("ssh keys setup")]))
+    assert result.rejected["_reason"].to_list() == ["degenerate answer: repeated_lines"]
+    assert result.kept["query"].to_list() == ["ssh keys setup"]
+
+
+def test_keep_flagged_and_per_rule_actions_restore_flagging():
+    frame = records_to_frame([degenerate_vec_answer()])
+    kept = clean.run(frame, keep_flagged=True).kept
+    assert kept["flags"].to_list()[0][0] == "degenerate:repeated_lines"
+    assert clean.run(frame, actions={"degenerate": "flag"}).kept.height == 1
+    assert clean.run(frame, keep_flagged=True, actions={"degenerate": "reject"}).kept.height == 0
+
+
+def test_boilerplate_and_filler_are_rejected_by_default():
+    template = [full(f"topic {i} setup") for i in range(12)]  # one hyde shared by 12 queries
+    padded = full(
+        "orchestra sections",
+        hyde="The four sections of an orchestra are strings, woodwinds, brass and percussion.",
+        lex=("orchestra overview sections guide", "orchestra sections tips"),
+        vec=("which instrument families sit in each part of a symphony orchestra",),
+    )
+    result = clean.run(records_to_frame([*template, padded]))
+    assert result.rejected_by_reason() == {
+        "template boilerplate hyde/vec": 12,
+        "filler words added to every lex line": 1,
+    }
+
+
+def test_the_category_floor_keeps_a_junk_only_category_when_every_row_names_one():
+    template = [{**full(f"topic {i} setup"), "category": "technology"} for i in range(12)]
+    honest = {
+        **full(
+            "ssh keys",
+            hyde="Generate an ed25519 key with ssh-keygen and copy it to the server.",
+            lex=("ssh-keygen ed25519", "authorized_keys"),
+            vec=("how do I log in to a server with an ssh key",),
+        ),
+        "category": "hobbies",
+    }
+    frame = records_to_frame([*template, honest])
+    result = clean.run(frame, category_floor=2)
+    assert result.kept["query"].to_list() == ["topic 0 setup", "topic 1 setup", "ssh keys"]
+    assert result.kept["flags"][0].to_list() == ["boilerplate:hyde", "boilerplate:vec", "category_floor"]
+    assert result.counts["kept_by_category_floor"] == 2
+    uncategorized = records_to_frame([*template, {**honest, "category": None}])
+    skipped = clean.run(uncategorized, category_floor=2)
+    assert skipped.kept.height == 1 and skipped.report["category_floor"].startswith("skipped: 1 rows")
+
+
+def test_non_topical_input_labels_are_not_protected_by_the_floor():
+    template = [{**full(f"topic {i} setup"), "category": "diverse_addon"} for i in range(12)]
+    assert clean.run(records_to_frame(template), category_floor=3).kept.height == 0
+
+
+# ---------------------------------------------------------------- selectable fixes (issue 10)
+
+LONG_HYDE = (
+    "Sourdough starters need regular feeding with equal weights of flour and water. "
+    "Keep the jar at room temperature and discard half before each feeding. "
+    "A healthy starter doubles within four to eight hours and smells pleasantly sour."
+)
+
+
+def test_trim_hyde_cuts_at_a_sentence_boundary_within_the_limits():
+    trimmed = clean.trim_hyde(LONG_HYDE, 50, 200)
+    assert trimmed == LONG_HYDE.rsplit(" A healthy", 1)[0]
+    assert 50 <= len(trimmed) <= 200 and trimmed.endswith(".")
+    assert clean.trim_hyde("word " * 60, 50, 200) is None  # one long sentence: nothing sensible to cut
+
+
+def test_hyde_trim_fix_shortens_long_hydes_and_flags_the_untrimmable():
+    good = full("sourdough starter feeding", hyde=LONG_HYDE)
+    bad = full("sourdough starter care", hyde="word " * 60)
+    result = run([good, bad], fix="hyde_trim")
+    hydes = [row[0][1] for row in result.kept["output"].to_list()]
+    assert hydes[0] == clean.trim_hyde(LONG_HYDE, 50, 200)
+    assert result.kept["flags"].to_list() == [[], ["hyde_length:long"]]
+    assert result.counts["fixed:hyde_length"] == 1
+    assert run([good], fix=False).kept["flags"].to_list() == [["hyde_length:long"]]
+
+
+def test_lex_longer_flag_and_fix_drop_lex_lines_longer_than_the_vec_lines():
+    row = record(
+        "ssh keys",
+        ("hyde", HYDE),
+        ("lex", "ssh keys"),
+        ("lex", "ssh key generation ed25519 rsa passphrase agent forwarding config"),
+        ("vec", "how do I create ssh keys"),
+    )
+    assert flags_of([row]) == [["echo:lex", "lex_longer"]]
+    fixed = run([row], fix="lex_longer").kept.row(0, named=True)
+    assert ["lex", "ssh keys"] in fixed["output"] and len(fixed["output"]) == 3
+    assert "lex_longer" not in fixed["flags"]
+
+
+def test_the_train_preset_names_its_fixes_and_unknown_fixes_fail():
+    config = clean.load_rules()
+    assert clean.fix_names(config, "train") == {"hyde_length", "echo", "lex_longer", "only_mode_other_kinds"}
+    assert clean.fix_names(config, "hyde_trim,lex_echo") == {"hyde_length", "echo"}
+    assert clean.fix_names(config, True) is None and clean.fix_names(config, False) == set()
+    with pytest.raises(ValueError, match="unknown clean fix 'trim'"):
+        clean.fix_names(config, "trim")

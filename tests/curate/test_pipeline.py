@@ -164,7 +164,8 @@ def test_balance_pipeline_on_the_reference_data(tmp_path: Path) -> None:
         not out.get_column("query").str.contains(r"\sonly:\s*(lex|vec|hyde)$").any()
     )  # legacy only-mode normalized
     flags = out.get_column("flags").explode().drop_nulls()
-    assert flags.str.starts_with("boilerplate").any()
+    assert not flags.str.contains(r"^(boilerplate|lex_filler|degenerate)").any()  # junk out by default
+    assert run.stage("clean").rejected_by_reason["template boilerplate hyde/vec"] > 1000
 
 
 def test_split_files_hold_the_final_rows_after_later_stages(tmp_path: Path) -> None:
