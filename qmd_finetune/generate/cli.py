@@ -94,13 +94,15 @@ def expand(
         ...,
         "--model",
         "-m",
-        help="LiteLLM model string: local/smollm2, ollama_chat/qwen3:1.7b, anthropic/claude-..., openai/<name>.",
+        help="LiteLLM model string: local/smollm2, ollama_chat/qwen3:1.7b (ollama/ is served the same way), anthropic/claude-..., openai/<name>.",
     ),
     queries_file: Path = typer.Option(
         ..., "--queries", "-q", help="Queries: text (one per line) or JSONL with query/category.", exists=True
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Records JSONL (appended; re-running resumes)."),
-    rejects: Path | None = typer.Option(None, help="Rejects ledger (default: <output>.rejects.jsonl)."),
+    rejects: Path | None = typer.Option(
+        None, help="Rejects ledger (default: beside the output, out/x.jsonl -> out/x.rejects.jsonl)."
+    ),
     prompt_file: str | None = typer.Option(
         None,
         "--prompt-file",
@@ -146,7 +148,9 @@ def expand(
         None, "--min-score", help="Reject records scoring below this (0-100)."
     ),
     cache: Path | None = typer.Option(
-        None, "--cache", help="SQLite response cache (default: <output>.cache.sqlite)."
+        None,
+        "--cache",
+        help="SQLite response cache (default: beside the output, out/x.jsonl -> out/x.cache.sqlite).",
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the response cache."),
     batch: bool = typer.Option(
@@ -158,7 +162,7 @@ def expand(
 ) -> None:
     """Expand queries into hyde/lex/vec records with any provider."""
     from qmd_finetune.generate.expand import ExpandConfig, run_expand
-    from qmd_finetune.generate.providers import GenerationParams
+    from qmd_finetune.generate.providers import GenerationParams, served_note
     from qmd_finetune.generate.runner import RunnerConfig
 
     cfg = ExpandConfig(
@@ -221,6 +225,8 @@ def expand(
     for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1])[:5]:
         table.add_row(f"  {reason}", str(n))
     console.print(table)
+    if note := served_note(model):
+        console.print(f"note: {note}", highlight=False)
     if result.repaired_bytes:
         console.print(
             f"repaired a partial trailing line ({result.repaired_bytes} bytes) from an interrupted run"
@@ -237,7 +243,9 @@ def offline(
         ..., "--dataset", "-d", help="Local JSON/JSONL/CSV/Parquet file or directory, or a Hub dataset id."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Records JSONL."),
-    rejects: Path | None = typer.Option(None, help="Rejects ledger (default: <output>.rejects.jsonl)."),
+    rejects: Path | None = typer.Option(
+        None, help="Rejects ledger (default: beside the output, out/x.jsonl -> out/x.rejects.jsonl)."
+    ),
     mapping: str = typer.Option("auto", help="auto | records | expansions | columns."),
     query_column: str | None = typer.Option(None, "--query-column"),
     expansions_column: str | None = typer.Option(

@@ -12,7 +12,13 @@ from typing import Any
 from qmd_finetune.generate.cache import ResponseCache
 from qmd_finetune.generate.journal import JsonlAppender, iter_json_lines
 from qmd_finetune.generate.prompts import Prompt, load_prompt
-from qmd_finetune.generate.providers import GenerationParams, ProviderConfig, make_provider, pricing_for
+from qmd_finetune.generate.providers import (
+    GenerationParams,
+    ProviderConfig,
+    make_provider,
+    pricing_for,
+    served_model,
+)
 from qmd_finetune.generate.runner import Job, Outcome, Runner, RunnerConfig, RunStats
 from qmd_finetune.records import Record, RecordError, coerce_record, parse_expansion
 from qmd_finetune.reward import score
@@ -50,6 +56,9 @@ class ExpandConfig:
     limit: int | None = None
     price_in: float | None = None
     price_out: float | None = None
+
+    def __post_init__(self) -> None:
+        self.model = served_model(self.model)
 
     @property
     def rejects_path(self) -> Path:

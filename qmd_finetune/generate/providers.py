@@ -112,6 +112,22 @@ def pricing_for(model: str, price_in: float | None = None, price_out: float | No
     )
 
 
+def served_model(model: str) -> str:
+    """``ollama/<m>`` is served as ``ollama_chat/<m>``. LiteLLM's ``ollama/`` flattens the chat
+    into one text prompt for ``/api/generate``, so a prompt optimized through one route would
+    not be the prompt run through the other; every command sends chat messages to ``/api/chat``."""
+    provider, sep, name = model.partition("/")
+    return f"ollama_chat/{name}" if provider == "ollama" and sep and name else model
+
+
+def served_note(model: str) -> str | None:
+    """The one-line note a summary prints when :func:`served_model` changed the model string."""
+    served = served_model(model)
+    if served == model:
+        return None
+    return f"{model} is served as {served} (chat messages to /api/chat, as generate and gepa both send them)"
+
+
 @dataclass
 class ProviderConfig:
     model: str
@@ -119,6 +135,9 @@ class ProviderConfig:
     api_key_env: str | None = None
     client: str = "auto"  # auto | litellm | native
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.model = served_model(self.model)
 
     @property
     def provider(self) -> str:
@@ -335,7 +354,9 @@ class AnthropicProvider(Provider):
 
         self.model_name = config.model.split("/", 1)[1]
         self._client = anthropic.AsyncAnthropic(
-            api_key=config.api_key() or "missing-key", base_url=config.api_base, max_retries=0
+            api_key=config.api_key() or "missing-key",
+            base_url=anthropic_base_url(config.api_base),
+            max_retries=0,
         )
 
     @staticmethod
@@ -378,6 +399,15 @@ class AnthropicProvider(Provider):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def anthropic_base_url(api_base: str | None) -> str | None:
+    """The SDK appends ``/v1/messages`` itself: ``http://host/v1`` (as OpenAI-style URLs are
+    written) would post to ``/v1/v1/messages``, so a trailing ``/v1`` is dropped."""
+    if api_base is None:
+        return None
+    base = api_base.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
 def response_from_message(message: Any) -> ChatResponse:

@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from qmd_finetune.training.common import loss_summary
 from qmd_finetune.training.config import (
     ConfigError,
     GRPORunConfig,
@@ -139,7 +140,7 @@ def _run_training(kind: str, ctx: typer.Context, config: Path | None, dry_run: b
         _fail(str(exc))
     console.print(
         f"[green]done[/green]: {info['global_step']} steps in {info['seconds']}s, "
-        f"loss {info['first_loss']} -> {info['last_loss']}; outputs in {resolved.output_dir}",
+        f"{loss_summary(info)}; outputs in {resolved.output_dir}",
         highlight=False,
     )
 
@@ -168,7 +169,12 @@ def grpo(
 
 @app.command("eval")
 def evaluate_command(
-    model: str = typer.Option(..., "--model", "-m", help="Adapter dir, merged model dir, or local/smollm2."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="Adapter dir, merged model dir, a train sft output dir (its merged/, else adapter/), or local/smollm2.",
+    ),
     queries: Path = typer.Option(
         ..., "--queries", "-q", help="Query list (# headings = categories) or JSONL."
     ),
@@ -185,13 +191,23 @@ def evaluate_command(
     """Greedy generation on a query list, scored with the reward; per query and per category."""
     from qmd_finetune.training import evaluate as ev
 
+    problems = ev.argument_problems(
+        model,
+        queries,
+        compare,
+        outputs={"--output": output, "--html": html_path},
+        numbers={"--batch-size": batch_size, "--max-new-tokens": max_new_tokens, "--limit": limit},
+    )
     if dtype not in {"auto", "fp32", "bf16"}:
-        _fail(f"--dtype must be auto, fp32 or bf16, not {dtype!r}", code=2)
+        problems.append(f"--dtype must be auto, fp32 or bf16, not {dtype!r}")
+    if problems:
+        _fail("\n".join(problems), code=2)
     _quiet_libraries(threads)
     try:
         report = ev.evaluate(model, queries, batch_size, max_new_tokens, dtype, limit)
+        console.print(f"evaluated: {report['loaded']}", highlight=False)
         if compare:
-            if compare.endswith(".json") and Path(compare).is_file():
+            if compare.endswith(".json"):
                 other = ev.load_report(compare)
             else:
                 other = ev.evaluate(compare, queries, batch_size, max_new_tokens, dtype, limit)

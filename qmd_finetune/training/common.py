@@ -169,6 +169,7 @@ def save_outputs(
     adapter_cfg_path.write_text(json.dumps(adapter_cfg, indent=2) + "\n", encoding="utf-8")
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
+    train_loss = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
     info = {
         "kind": kind,
         "base_model": base_name,
@@ -177,6 +178,7 @@ def save_outputs(
         "global_step": trainer.state.global_step,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
+        "train_loss": train_loss,
         "seconds": round(seconds, 1),
         "log_history": history,
     }
@@ -192,3 +194,18 @@ def save_outputs(
         (merged_dir / TRAINING_INFO).write_text(text, encoding="utf-8")
         log(f"merged model written to {merged_dir}")
     return info
+
+
+def loss_summary(info: dict[str, Any]) -> str:
+    """The loss part of a run's one-line summary. Fewer steps than ``logging_steps`` log no
+    per-step loss; the run's mean ``train_loss`` is then the only figure there is."""
+    first, last = info.get("first_loss"), info.get("last_loss")
+    if first is not None and last is not None:
+        return f"loss {first:.4g} -> {last:.4g}"
+    mean = info.get("train_loss")
+    every = (info.get("config") or {}).get("logging_steps")
+    if mean is None:
+        return f"no loss logged (logging_steps {every})"
+    return (
+        f"mean train loss {mean:.4g} (no per-step loss: {info['global_step']} steps < logging_steps {every})"
+    )

@@ -36,9 +36,14 @@ def read_eval_queries(path: str | Path) -> list[EvalQuery]:
     out: list[EvalQuery] = []
     lines = target.read_text(encoding="utf-8-sig").splitlines()
     if target.suffix == ".jsonl":
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{target}:{number}: not JSON ({exc.msg})") from exc
+                if not isinstance(row, dict):
+                    raise ValueError(f"{target}:{number}: not a JSON object")
                 query = row.get("query") or row.get("input")
                 if isinstance(query, str) and query.strip():
                     out.append(EvalQuery(query.strip(), row.get("category") or DEFAULT_CATEGORY))
@@ -113,6 +118,53 @@ def prompt_format(source: ModelSource) -> PromptFormat:
     if saved is None and source.kind == "adapter" and source.base:
         saved = read_format(source.base)
     return saved or format_for(source.base_name or source.requested)
+
+
+def argument_problems(
+    model: str,
+    queries: Path,
+    compare: str | None = None,
+    outputs: dict[str, Path | None] | None = None,
+    numbers: dict[str, int | None] | None = None,
+) -> list[str]:
+    """Every problem with ``train eval``'s arguments, found without loading a model: a bad
+    ``--compare`` must not surface only after the main evaluation has run for minutes."""
+    from qmd_finetune.training.models import ModelLoadError
+
+    problems: list[str] = []
+    for flag, value in (numbers or {}).items():
+        if value is not None and value < 1:
+            problems.append(f"{flag} must be at least 1 (got {value})")
+    try:
+        inspect(model)
+    except ModelLoadError as exc:
+        problems.append(f"--model: {exc}")
+    try:
+        if not read_eval_queries(queries):
+            problems.append(f"--queries: no queries in {queries}")
+    except (FileNotFoundError, ValueError) as exc:
+        problems.append(f"--queries: {exc}")
+    if compare is not None:
+        if compare.endswith(".json"):
+            try:
+                load_report(compare)
+            except FileNotFoundError:
+                problems.append(f"--compare: report not found: {compare}")
+            except ValueError as exc:
+                problems.append(f"--compare: {exc}")
+        else:
+            try:
+                inspect(compare)
+            except ModelLoadError as exc:
+                problems.append(f"--compare: {exc}")
+    for flag, path in (outputs or {}).items():
+        if path is None:
+            continue
+        if path.is_dir():
+            problems.append(f"{flag}: {path} is a directory")
+        elif any(parent.exists() and not parent.is_dir() for parent in path.parents):
+            problems.append(f"{flag}: {path}: a parent is a file, not a directory")
+    return problems
 
 
 def evaluate(
@@ -221,7 +273,10 @@ def compare(report: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a train eval report (not JSON: {exc.msg})") from exc
     if not isinstance(data, dict) or "results" not in data:
         raise ValueError(f"{path} is not a train eval report")
     return data

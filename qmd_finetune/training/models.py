@@ -34,11 +34,18 @@ class ModelSource:
     path: str
     base: str | None = None  # adapters only: the resolved base model path
     base_name: str | None = None  # adapters only: as recorded in adapter_config.json
+    run_dir: str | None = None  # set when a `train sft`/`grpo` output directory was named
 
     def describe(self) -> str:
-        if self.kind == "adapter":
-            return f"adapter {self.path} on base {self.base_name}"
-        return f"{self.kind} model {self.path}"
+        what = (
+            f"adapter {self.path} on base {self.base_name}"
+            if self.kind == "adapter"
+            else f"{self.kind} model {self.path}"
+        )
+        if self.run_dir is None:
+            return what
+        which = "its merged model" if self.kind == "merged" else "its adapter (no merged/ model in it)"
+        return f"{what} ({self.run_dir} is a training output directory: {which})"
 
 
 def is_embedded(name: str) -> bool:
@@ -69,8 +76,14 @@ def inspect_model(name_or_path: str) -> ModelSource:
                     f"adapter {path} needs its base model {base_name}, which does not exist here"
                 )
             return ModelSource(name_or_path, "adapter", str(path), base=base, base_name=base_name)
-        if (path / "config.json").is_file() and any((path / f).is_file() for f in WEIGHT_FILES):
+        if _is_merged_dir(path):
             return ModelSource(name_or_path, "merged", str(path))
+        if _is_merged_dir(path / "merged") or (path / "adapter" / "adapter_config.json").is_file():
+            # A `train sft` output directory: its merged model, or its adapter when not merged.
+            inner = path / "merged" if _is_merged_dir(path / "merged") else path / "adapter"
+            source = inspect_model(str(inner))
+            source.requested, source.run_dir = name_or_path, str(path)
+            return source
         hint = ""
         subdirs = [d.name for d in path.iterdir() if d.is_dir() and d.name in {"adapter", "merged"}]
         if subdirs:
@@ -84,6 +97,10 @@ def inspect_model(name_or_path: str) -> ModelSource:
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise ModelLoadError(f"model not found: {name_or_path} (not a directory and not a known model name)")
     return ModelSource(name_or_path, "hub", name_or_path)
+
+
+def _is_merged_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
 
 
 def load_tokenizer(source: ModelSource) -> Any:

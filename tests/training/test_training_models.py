@@ -40,7 +40,7 @@ def test_missing_path_fails() -> None:
 
 def test_eval_of_an_empty_dir_never_falls_back_to_the_base(tmp_path: Path, queries_file: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--queries", str(queries_file)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "neither an adapter directory" in result.output
 
 
