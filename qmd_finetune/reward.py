@@ -1,6 +1,10 @@
-"""The reward: one scorer for curation, GEPA, GRPO and eval.
+"""The reward: one scorer for curation, GEPA, GRPO and eval, in two versioned rubrics.
 
-Implements ``shared/docs/reward-spec.md`` exactly (percentages match to one decimal).
+Rubric ``"v1"`` implements ``shared/docs/reward-spec.md`` and ``"v2"`` (the default, qmd's
+current rubric) implements ``shared/docs/reward-spec-v2.md``, both exactly (percentages
+match to one decimal). v2 is v1 plus a larger key-term stopword list, position-0 entities
+with one-level chaining, one query-length diversity threshold, a filler penalty, a
+quoted-phrase bonus and per-entity coverage; every difference is a ``v2`` branch below.
 Pure functions; :func:`score_frame` is the batch path over a polars frame.
 """
 
@@ -9,17 +13,36 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from qmd_finetune.records import ONLY_RE, THINK_RE, render
+
+RUBRICS: tuple[str, ...] = ("v1", "v2")
+DEFAULT_RUBRIC = "v2"
 
 STOPWORDS = frozenset("the a an is are to for of in and or it this that be with as on by".split())
 KEY_TERM_STOPWORDS = frozenset(
     "what is how to the a an in on for of and or with my your do does can i me we who where when why "
     "which find get show tell".split()
 )
+KEY_TERM_STOPWORDS_V2 = KEY_TERM_STOPWORDS | frozenset(
+    "about from into between through during after before like than then that this their its was were "
+    "has had been being have not but just also very so if at by up out all some any no each every both "
+    "few more most other only same such here there asked said notes meeting email discussion "
+    "conversation call".split()
+)
+QUERY_VERB_STOPWORDS = frozenset(
+    "configure setup install build create make run start stop check test debug fix update change add "
+    "remove delete use using need want should would could help please best good new old latest recent "
+    "setting settings compare comparing implement implementing deploy deploying migrate migrating "
+    "optimize optimizing understand understanding explain list describe define convert connecting "
+    "performance overview introduction tutorial example difference between about review resolve "
+    "resolving troubleshoot troubleshooting monitor monitoring manage managing enable disable set write "
+    "read search possible common typical recommended alternative".split()
+)
+FILLER_WORDS = frozenset({"overview", "basics"})
 GENERIC_PHRASES: tuple[str, ...] = (
     "find information about",
     "search for",
@@ -64,6 +87,7 @@ class Score:
     only_type: str | None = None
     used_thinking: bool = False
     hard_failure: str | None = None
+    rubric: str = DEFAULT_RUBRIC
 
     @property
     def reward(self) -> float:
@@ -81,7 +105,18 @@ class Score:
             "only_type": self.only_type,
             "used_thinking": self.used_thinking,
             "hard_failure": self.hard_failure,
+            "rubric": self.rubric,
         }
+
+
+def check_rubric(rubric: str | None = None, version: str | None = None) -> str:
+    """The rubric name to use (``rubric`` wins, then ``version``, then the default); ValueError if unknown."""
+    if rubric is not None and version is not None and rubric != version:
+        raise ValueError(f"rubric={rubric!r} and version={version!r} disagree; pass one of them")
+    name = rubric if rubric is not None else version if version is not None else DEFAULT_RUBRIC
+    if name not in RUBRICS:
+        raise ValueError(f"unknown rubric {name!r}: valid rubrics are {', '.join(RUBRICS)}")
+    return name
 
 
 def rating_for(percentage: float) -> str:
@@ -94,15 +129,22 @@ def rating_for(percentage: float) -> str:
 # ---------------------------------------------------------------- helpers (spec section 2)
 
 
-def key_terms(query: str) -> set[str]:
-    return set(query.lower().split()) - KEY_TERM_STOPWORDS
+def key_term_stopwords(rubric: str = DEFAULT_RUBRIC) -> frozenset[str]:
+    return KEY_TERM_STOPWORDS_V2 if check_rubric(rubric) == "v2" else KEY_TERM_STOPWORDS
+
+
+def key_terms(query: str, rubric: str = DEFAULT_RUBRIC) -> set[str]:
+    return set(query.lower().split()) - key_term_stopwords(rubric)
 
 
 def keeps_key_terms(line: str, terms: set[str]) -> bool:
     return not terms or not terms.isdisjoint(line.lower().split())
 
 
-def extract_entities(query: str) -> set[str]:
+def extract_entities(query: str, rubric: str = DEFAULT_RUBRIC) -> set[str]:
+    """Entities of ``query`` (lower-cased) under the rubric's rules (v1 or v2 spec section 2)."""
+    if check_rubric(rubric) == "v2":
+        return _entities_v2(query)
     entities: set[str] = set()
     previous = False
     for index, raw in enumerate(query.split()):
@@ -121,6 +163,35 @@ def extract_entities(query: str) -> set[str]:
         if is_entity:
             entities.add(lower)
         previous = is_entity
+    return entities
+
+
+def _entities_v2(query: str) -> set[str]:
+    """v2 spec section 2: first rule wins, a capitalised query verb at position 0 is never an
+    entity, and a chained word (rule 5) cannot chain the next one."""
+    entities: set[str] = set()
+    previous_base = False
+    for index, raw in enumerate(query.split()):
+        word = raw.strip(_ENTITY_STRIP)
+        if not word:
+            previous_base = False
+            continue
+        lower = word.lower()
+        base = False
+        chained = False
+        if word.isupper() and len(word) >= 2:
+            base = True
+        elif word[0].isupper() and lower not in KEY_TERM_STOPWORDS_V2:
+            base = index > 0 or lower not in QUERY_VERB_STOPWORDS
+        elif (len(word) >= 2 and any(c in word for c in ".+-#@")) or (
+            len(word) > 1 and word[0].isupper() and any(c.isupper() for c in word[1:])
+        ):
+            base = True
+        elif previous_base and lower not in KEY_TERM_STOPWORDS_V2:
+            chained = True
+        if base or chained:
+            entities.add(lower)
+        previous_base = base
     return entities
 
 
@@ -175,6 +246,21 @@ def is_natural(vec: str) -> bool:
     return " " in vec and len(vec) > 15
 
 
+def diversity_threshold(query: str) -> int:
+    """v2's one word-distance threshold for lex and vec pairs: 3 for queries of 5+ tokens, else 2."""
+    return 3 if len(query.split()) >= 5 else 2
+
+
+def has_filler(lex: str, query: str) -> bool:
+    """v2: a lex token is exactly a filler word (overview, basics) that the query's tokens lack."""
+    return not (FILLER_WORDS & set(lex.lower().split())) <= set(query.lower().split())
+
+
+def has_quote_bonus(query: str, lex: Sequence[str]) -> bool:
+    """v2: +3 once when a lex line holds an ASCII double quote and the query has 2+ tokens."""
+    return bool(lex) and len(query.split()) >= 2 and any('"' in line for line in lex)
+
+
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -183,7 +269,7 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def _failed(
-    reason: str, max_score: int, only_type: str | None, used_thinking: bool, **items: list[str]
+    reason: str, max_score: int, only_type: str | None, used_thinking: bool, rubric: str, **items: list[str]
 ) -> Score:
     return Score(
         percentage=0.0,
@@ -195,12 +281,17 @@ def _failed(
         only_type=only_type,
         used_thinking=used_thinking,
         hard_failure=reason,
+        rubric=rubric,
         **items,
     )
 
 
-def score(query: str, text: str) -> Score:
-    """Score one expansion ``text`` for ``query`` (spec sections 1-5)."""
+def score(query: str, text: str, rubric: str | None = None, *, version: str | None = None) -> Score:
+    """Score one expansion ``text`` for ``query`` under ``rubric`` ("v1" or "v2", default v2).
+
+    ``version`` is accepted as another name for ``rubric`` (the parity check's fallback).
+    """
+    rubric = check_rubric(rubric, version)
     text = text.strip().replace("<|im_end|>", "")
     used_thinking = "<think>" in text and "</think>" in text
     text = THINK_RE.sub("", text).strip()
@@ -212,7 +303,7 @@ def score(query: str, text: str) -> Score:
 
     for marker in LEAKAGE_MARKERS:
         if marker in text:
-            return _failed("chat template leakage", max_if_failed, only_type, used_thinking)
+            return _failed("chat template leakage", max_if_failed, only_type, used_thinking, rubric)
 
     parsed: dict[str, list[str]] = {"lex": [], "vec": [], "hyde": []}
     for raw in text.split("\n"):
@@ -224,15 +315,16 @@ def score(query: str, text: str) -> Score:
                 parsed[kind].append(line[len(prefix) :].strip())
                 break
         else:
-            return _failed(f"invalid line: {_short(line)}", max_if_failed, only_type, used_thinking)
+            return _failed(f"invalid line: {_short(line)}", max_if_failed, only_type, used_thinking, rubric)
 
     if only_type:
-        return _score_only(base_query, only_type, parsed, used_thinking)
-    return _score_normal(query, parsed, used_thinking)
+        return _score_only(base_query, only_type, parsed, used_thinking, rubric)
+    return _score_normal(query, parsed, used_thinking, rubric)
 
 
-def _score_normal(query: str, parsed: dict[str, list[str]], used_thinking: bool) -> Score:
+def _score_normal(query: str, parsed: dict[str, list[str]], used_thinking: bool, rubric: str) -> Score:
     lex, vec, hyde = parsed["lex"], parsed["vec"], parsed["hyde"]
+    v2 = rubric == "v2"
     deductions: list[str] = []
 
     fmt = 10 + (10 if lex else 0) + (10 if vec else 0)
@@ -248,8 +340,9 @@ def _score_normal(query: str, parsed: dict[str, list[str]], used_thinking: bool)
         diversity += 5
     else:
         deductions.append("fewer than 2 lex/vec lines")
-    lex_pairs = non_diverse_pairs(lex, 2)
-    vec_pairs = non_diverse_pairs(vec, 3)
+    lex_distance, vec_distance = (diversity_threshold(query),) * 2 if v2 else (2, 3)
+    lex_pairs = non_diverse_pairs(lex, lex_distance)
+    vec_pairs = non_diverse_pairs(vec, vec_distance)
     diversity += max(0, 5 - 2 * lex_pairs) + max(0, 5 - 2 * vec_pairs)
     if lex_pairs:
         deductions.append(f"{lex_pairs} lex pair(s) too similar")
@@ -293,7 +386,7 @@ def _score_normal(query: str, parsed: dict[str, list[str]], used_thinking: bool)
         quality += 2 if unnatural else 5
         deductions.extend(f"vec not natural language: {_short(v)}" for v in unnatural)
     if lex:
-        terms = key_terms(query)
+        terms = key_terms(query, rubric)
         keeping = sum(1 for line in lex if keeps_key_terms(line, terms))
         if keeping == len(lex):
             quality += 5
@@ -302,8 +395,12 @@ def _score_normal(query: str, parsed: dict[str, list[str]], used_thinking: bool)
             deductions.append("some lex lines miss the query's key terms")
         else:
             deductions.append("no lex line keeps the query's key terms")
+    if v2:
+        quality += _filler_penalty(lex, query, deductions)
+        if has_quote_bonus(query, lex):
+            quality += 3
 
-    entities = extract_entities(query)
+    entities = extract_entities(query, rubric)
     if entities and lex:
         with_entity = sum(1 for line in lex if has_entity(line, entities))
         if with_entity == len(lex):
@@ -314,6 +411,12 @@ def _score_normal(query: str, parsed: dict[str, list[str]], used_thinking: bool)
         else:
             entity = -30
             deductions.append(f"no lex line keeps entities ({', '.join(sorted(entities))})")
+        if v2:
+            covered = " ".join(lex + vec).lower()
+            dropped = sorted(e for e in entities if e not in covered)
+            entity -= 20 * len(dropped)
+            if dropped:
+                deductions.append(f"entities dropped: {', '.join(dropped)}")
         generic = [line for line in lex if is_generic(line)]
         entity -= 15 * len(generic)
         deductions.extend(f"generic lex: {_short(line)}" for line in generic)
@@ -354,13 +457,25 @@ def _score_normal(query: str, parsed: dict[str, list[str]], used_thinking: bool)
         vec=vec,
         hyde=hyde,
         used_thinking=used_thinking,
+        rubric=rubric,
     )
 
 
-def _score_only(base_query: str, only_type: str, parsed: dict[str, list[str]], used_thinking: bool) -> Score:
+def _filler_penalty(lex: Sequence[str], query: str, deductions: list[str]) -> int:
+    """v2: -3 per lex line holding a filler word the query lacks."""
+    filler = sum(1 for line in lex if has_filler(line, query))
+    if filler:
+        deductions.append(f"{filler} lex line(s) with filler words")
+    return -3 * filler
+
+
+def _score_only(
+    base_query: str, only_type: str, parsed: dict[str, list[str]], used_thinking: bool, rubric: str
+) -> Score:
     items = parsed[only_type]
+    v2 = rubric == "v2"
     if not items:
-        return _failed(f"missing {only_type}: (only-mode)", 120, only_type, used_thinking, **parsed)
+        return _failed(f"missing {only_type}: (only-mode)", 120, only_type, used_thinking, rubric, **parsed)
     deductions: list[str] = []
 
     others = sum(len(v) for k, v in parsed.items() if k != only_type)
@@ -369,7 +484,7 @@ def _score_only(base_query: str, only_type: str, parsed: dict[str, list[str]], u
         deductions.append(f"{others} line(s) of other kinds in /only:{only_type}")
 
     if len(items) >= 2:
-        pairs = non_diverse_pairs(items, 2)
+        pairs = non_diverse_pairs(items, diversity_threshold(base_query) if v2 else 2)
         diversity = 15 + max(0, 15 - 5 * pairs)
         if pairs:
             deductions.append(f"{pairs} {only_type} pair(s) too similar")
@@ -381,7 +496,7 @@ def _score_only(base_query: str, only_type: str, parsed: dict[str, list[str]], u
 
     quality = 10
     if only_type == "lex":
-        terms = key_terms(base_query)
+        terms = key_terms(base_query, rubric)
         if all(keeps_key_terms(item, terms) for item in items):
             quality += 5
         else:
@@ -390,6 +505,8 @@ def _score_only(base_query: str, only_type: str, parsed: dict[str, list[str]], u
         if not generic:
             quality += 5
         deductions.extend(f"generic lex: {_short(item)}" for item in generic)
+        if v2:
+            quality += _filler_penalty(items, base_query, deductions)
     elif only_type == "vec":
         unnatural = [item for item in items if not is_natural(item)]
         quality += 5 if unnatural else 10
@@ -404,7 +521,7 @@ def _score_only(base_query: str, only_type: str, parsed: dict[str, list[str]], u
         else:
             deductions.append(f"hyde length {length} outside 30-300")
 
-    entities = extract_entities(base_query)
+    entities = extract_entities(base_query, rubric)
     if entities:
         with_entity = sum(1 for item in items if has_entity(item, entities))
         if with_entity == len(items):
@@ -442,12 +559,13 @@ def _score_only(base_query: str, only_type: str, parsed: dict[str, list[str]], u
         hyde=parsed["hyde"],
         only_type=only_type,
         used_thinking=used_thinking,
+        rubric=rubric,
     )
 
 
-def reward(query: str, text: str) -> float:
+def reward(query: str, text: str, rubric: str | None = None, *, version: str | None = None) -> float:
     """The RL reward: percentage / 100 (the echo cap applies)."""
-    return score(query, text).percentage / 100
+    return score(query, text, rubric, version=version).percentage / 100
 
 
 # ---------------------------------------------------------------- TRL GRPO reward function
@@ -484,20 +602,26 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
-def grpo_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-    """A TRL ``GRPOTrainer`` reward function; accepts plain and conversational samples.
+def grpo_reward_for(rubric: str = DEFAULT_RUBRIC) -> Callable[..., list[float]]:
+    """A TRL ``GRPOTrainer`` reward function scoring with ``rubric`` (the GRPO config's key)."""
+    rubric = check_rubric(rubric)
 
-    When the dataset has a ``query`` column TRL passes it in ``kwargs``; it wins over parsing.
-    """
-    queries = kwargs.get("query")
-    rewards = []
-    for i, (prompt, completion) in enumerate(zip(prompts, completions)):
-        query = queries[i] if queries else query_from_prompt(prompt)
-        rewards.append(reward(query, completion_text(completion)))
-    return rewards
+    def qmd_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        # When the dataset has a ``query`` column TRL passes it in ``kwargs``; it wins over parsing.
+        queries = kwargs.get("query")
+        rewards = []
+        for i, (prompt, completion) in enumerate(zip(prompts, completions)):
+            query = queries[i] if queries else query_from_prompt(prompt)
+            rewards.append(reward(query, completion_text(completion), rubric))
+        return rewards
+
+    return qmd_reward
 
 
-grpo_reward.__name__ = "qmd_reward"
+grpo_reward = grpo_reward_for(DEFAULT_RUBRIC)
+grpo_reward.__doc__ = (
+    "A TRL ``GRPOTrainer`` reward function (default rubric); plain and conversational samples."
+)
 
 
 # ---------------------------------------------------------------- batch path
@@ -512,25 +636,27 @@ _DEDUCTION_SEP = "\x1f"
 _BATCH_PAIRS: list[tuple[str, str]] = []
 
 
-def _score_compact(pair: tuple[str, str]) -> tuple[float, str, str]:
-    s = score(*pair)
+def _score_compact(pair: tuple[str, str], rubric: str) -> tuple[float, str, str]:
+    s = score(*pair, rubric)
     return s.percentage, s.rating, _DEDUCTION_SEP.join(s.deductions)
 
 
-def _score_range(bounds: tuple[int, int]) -> list[tuple[float, str, str]]:
-    start, stop = bounds
-    return [_score_compact(pair) for pair in _BATCH_PAIRS[start:stop]]
+def _score_range(bounds: tuple[int, int, str]) -> list[tuple[float, str, str]]:
+    start, stop, rubric = bounds
+    return [_score_compact(pair, rubric) for pair in _BATCH_PAIRS[start:stop]]
 
 
-def _score_distinct(pairs: list[tuple[str, str]], workers: int | None) -> list[tuple[float, str, str]]:
+def _score_distinct(
+    pairs: list[tuple[str, str]], workers: int | None, rubric: str
+) -> list[tuple[float, str, str]]:
     global _BATCH_PAIRS
     workers = workers or min(os.cpu_count() or 1, 8)
     import multiprocessing as mp
 
     if workers <= 1 or len(pairs) < 4000 or "fork" not in mp.get_all_start_methods():
-        return [_score_compact(pair) for pair in pairs]
+        return [_score_compact(pair, rubric) for pair in pairs]
     size = max(1000, len(pairs) // (workers * 8))
-    bounds = [(i, min(i + size, len(pairs))) for i in range(0, len(pairs), size)]
+    bounds = [(i, min(i + size, len(pairs)), rubric) for i in range(0, len(pairs), size)]
     _BATCH_PAIRS = pairs
     try:
         with mp.get_context("fork").Pool(workers) as pool:
@@ -540,13 +666,14 @@ def _score_distinct(pairs: list[tuple[str, str]], workers: int | None) -> list[t
 
 
 def score_pairs(
-    pairs: Sequence[tuple[str, str]], workers: int | None = None
+    pairs: Sequence[tuple[str, str]], workers: int | None = None, rubric: str = DEFAULT_RUBRIC
 ) -> list[tuple[float, str, list[str]]]:
     """Score many (query, text) pairs: identical pairs once, the rest across processes."""
+    rubric = check_rubric(rubric)
     unique: dict[tuple[str, str], int] = {}
     for pair in pairs:
         unique.setdefault(pair, len(unique))
-    results = _score_distinct(list(unique), workers)
+    results = _score_distinct(list(unique), workers, rubric)
     out = []
     for pair in pairs:
         percentage, rating, deductions = results[unique[pair]]
@@ -578,10 +705,11 @@ def render_expr(output: Any = None) -> Any:
     return lines.list.join("\n")
 
 
-def score_frame(frame: Any, workers: int | None = None) -> Any:
+def score_frame(frame: Any, workers: int | None = None, rubric: str = DEFAULT_RUBRIC) -> Any:
     """Add ``score``, ``rating`` and ``deductions`` columns to a polars frame of records."""
     import polars as pl
 
+    rubric = check_rubric(rubric)
     if frame.height == 0:
         return frame.with_columns(
             pl.lit(None, pl.Float64).alias("score"),
@@ -596,7 +724,7 @@ def score_frame(frame: Any, workers: int | None = None) -> Any:
         .with_columns(render_expr().alias("_text"))
     )
     pairs = list(zip(distinct.get_column("query").to_list(), distinct.get_column("_text").to_list()))
-    results = _score_distinct(pairs, workers)
+    results = _score_distinct(pairs, workers, rubric)
     scored = pl.DataFrame(
         {
             "_row": distinct.get_column("_row"),

@@ -1,4 +1,7 @@
-"""Tests for qmd_finetune.reward against ../shared/docs/reward-spec.md (the source of truth).
+"""Tests for rubric v1 of qmd_finetune.reward against ../shared/docs/reward-spec.md.
+
+Every scorer below is asked for rubric "v1" explicitly (the wrappers after the imports);
+rubric v2, the default, is tested in tests/test_reward_v2.py.
 
 Every expected number is worked out by hand from the spec; the arithmetic is in the comments.
 Section numbers (s1..s6) refer to the spec's sections.
@@ -22,30 +25,56 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from qmd_finetune import reward as rw
 from qmd_finetune.io import read_records
 from qmd_finetune.records import render
 from qmd_finetune.reward import (
     GENERIC_PHRASES,
     KEY_TERM_STOPWORDS,
     STOPWORDS,
+    Score,
     echoes,
-    extract_entities,
-    grpo_reward,
     has_entity,
     is_diverse,
     is_generic,
     is_natural,
     keeps_key_terms,
-    key_terms,
     non_diverse_pairs,
     query_from_prompt,
     rating_for,
     repetition_penalty,
-    reward,
-    score,
-    score_frame,
-    score_pairs,
 )
+
+V1 = "v1"
+
+
+def score(query: str, text: str) -> Score:
+    return rw.score(query, text, rubric=V1)
+
+
+def reward(query: str, text: str) -> float:
+    return rw.reward(query, text, rubric=V1)
+
+
+def extract_entities(query: str) -> set[str]:
+    return rw.extract_entities(query, rubric=V1)
+
+
+def key_terms(query: str) -> set[str]:
+    return rw.key_terms(query, rubric=V1)
+
+
+def score_pairs(
+    pairs: list[tuple[str, str]], workers: int | None = None
+) -> list[tuple[float, str, list[str]]]:
+    return rw.score_pairs(pairs, workers, rubric=V1)
+
+
+def score_frame(frame: pl.DataFrame, workers: int | None = None) -> pl.DataFrame:
+    return rw.score_frame(frame, workers, rubric=V1)
+
+
+grpo_reward = rw.grpo_reward_for(V1)
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qmd-reference"
 

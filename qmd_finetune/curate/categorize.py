@@ -182,7 +182,7 @@ def _assign(texts: pl.Series, taxonomy: Taxonomy) -> pl.DataFrame:
 
 
 def entity_expr(base: pl.Expr) -> pl.Expr:
-    """True when ``reward.extract_entities(base)`` is non-empty (its rules 1-4, vectorized).
+    """True when ``reward.extract_entities(base, rubric="v1")`` is non-empty (rules 1-4, vectorized).
 
     Rule 5 (a word after an entity) only adds entities once one exists, so it does not
     change whether there is any.

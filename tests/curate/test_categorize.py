@@ -143,8 +143,9 @@ QUERIES = [
 
 @pytest.mark.parametrize("query", QUERIES)
 def test_named_entity_facet_matches_the_reward(query):
+    # The facet vectorizes rubric v1's entity rules.
     row = run([rec(query)]).row(0, named=True)
-    assert ("named_entity" in row["facets"]) == bool(extract_entities(query))
+    assert ("named_entity" in row["facets"]) == bool(extract_entities(query, rubric="v1"))
 
 
 def test_bad_taxonomy_fails_fast(tmp_path):
@@ -184,5 +185,5 @@ def test_reference_data_every_row_has_a_category_and_reason():
     assert "diverse_addon" not in kept["category"].to_list()
     base = kept["query"].str.replace(r"\s+/only:(lex|vec|hyde)$", "").to_list()
     facet_entity = ["named_entity" in f for f in kept["facets"].to_list()]
-    assert facet_entity == [bool(extract_entities(q)) for q in base]
+    assert facet_entity == [bool(extract_entities(q, rubric="v1")) for q in base]
     assert result.counts["facet:only_mode"] > 300
