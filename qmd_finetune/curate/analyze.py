@@ -17,7 +17,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from qmd_finetune.curate.balance import UNCATEGORIZED, load_targets, resolve_targets
+from qmd_finetune.curate.balance import UNCATEGORIZED, load_targets, resolve_targets, target_gaps
 from qmd_finetune.curate.score import deduction_kind
 from qmd_finetune.records import KINDS, render
 
@@ -102,16 +102,8 @@ def compute_stats(
     if targets is not None:
         spec = load_targets(targets) if isinstance(targets, (str, Path)) else targets
         resolved = resolve_targets(spec, frame.height)
-        names = sorted(
-            set(stats["categories"]) | set(resolved.categories), key=lambda c: -stats["categories"].get(c, 0)
-        )
-        stats["category_targets"] = {
-            name: {
-                "count": stats["categories"].get(name, 0),
-                "target": resolved.categories.get(name, resolved.default),
-            }
-            for name in names
-        }
+        gaps = target_gaps(stats["categories"], resolved.categories, resolved.default)
+        stats["category_targets"] = dict(sorted(gaps.items(), key=lambda item: -item[1]["count"]))
         stats["facet_targets"] = dict(resolved.facets)
 
     if "facets" in frame.columns:

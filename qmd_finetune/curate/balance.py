@@ -1,11 +1,16 @@
 """Balance stage: bring categories (and facets) towards a target distribution.
 
-Targets come from a YAML file (``configs/targets.yaml``) or flags. A target is a row count
-(an int) or a share of ``total`` (a float <= 1; ``total`` defaults to the rows in). Groups
+Targets come from a YAML file (``configs/targets.yaml``), a generation plan, or flags. A
+target is a row count (an int) or a share of ``total`` (a float <= 1; ``total`` defaults to
+the rows in). Shares are resolved once, against the stage's input, into row counts; groups
 over their target are downsampled keeping the highest-scored rows (ties broken by a seeded
 shuffle); groups under it are reported as deficits and written to a generation plan
-(``{"categories": {...}, "facets": {...}, "total_needed": n}``) that
-``generate queries --from-plan`` consumes.
+(``{"categories": {...}, "facets": {...}, "total_needed": n, "targets": {...}}``) that
+``generate queries --from-plan`` consumes. The plan's ``targets`` are the resolved row
+counts: given back as targets (``--targets <plan>``) they balance the output again without
+change, and ``curate analyze --targets <plan>`` reports the same deficits. Re-resolving the
+shares against the smaller output instead would cut it again on every run.
+Deficits are computed in one place, :func:`target_gaps`, for balance and analyze alike.
 
 Facets overlap (a query can be short *and* temporal), so facet targets only downsample
 rows whose category stays at or above its own target; facet deficits are reported and
@@ -41,9 +46,17 @@ class Targets:
     facets: dict[str, int] = field(default_factory=dict)
     default: int | None = None
     """Target for categories not listed; None keeps them as they are."""
+    total: int | None = None
+    """The row count shares were resolved against."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"categories": dict(self.categories), "facets": dict(self.facets), "default": self.default}
+        """A targets spec of row counts only: resolving it again gives the same targets."""
+        return {
+            "total": self.total,
+            "categories": dict(self.categories),
+            "facets": dict(self.facets),
+            "default": self.default,
+        }
 
 
 class TargetsError(ValueError):
@@ -51,9 +64,17 @@ class TargetsError(ValueError):
 
 
 def load_targets(path: str | Path) -> dict[str, Any]:
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    """A targets YAML, or a generation plan (JSON) whose resolved ``targets`` are reused as counts."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TargetsError(f"{path}: cannot read targets: {exc}") from exc
     if not isinstance(data, dict):
         raise TargetsError(f"{path}: targets must be a mapping")
+    if "total_needed" in data:  # a generation plan written by balance
+        if not isinstance(data.get("targets"), dict):
+            raise TargetsError(f"{path}: this plan holds no resolved targets; pass the targets YAML")
+        return data["targets"]
     return data
 
 
@@ -99,7 +120,23 @@ def resolve_targets(spec: dict[str, Any], rows: int) -> Targets:
     categories = {str(k): count(str(k), v) for k, v in (spec.get("categories") or {}).items()}
     facets = {str(k): count(str(k), v) for k, v in (spec.get("facets") or {}).items()}
     default = spec.get("default")
-    return Targets(categories, facets, None if default is None else count("default", default))
+    return Targets(categories, facets, None if default is None else count("default", default), total)
+
+
+def target_gaps(
+    counts: dict[str, int], targets: dict[str, int], default: int | None = None, names: Any = ()
+) -> dict[str, dict[str, Any]]:
+    """Per group (counted, targeted or named): ``count``, ``target`` (``default`` when not listed;
+    None = not targeted) and ``deficit``. Balance and analyze both use it, so they agree."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(counts) | set(targets) | set(names)):
+        count, target = counts.get(name, 0), targets.get(name, default)
+        out[name] = {
+            "count": count,
+            "target": target,
+            "deficit": 0 if target is None else max(0, target - count),
+        }
+    return out
 
 
 def run(
@@ -185,22 +222,24 @@ def run(
                 .alias(REASON)
             ).drop("_spare", "_worst")
         alive_rows = work.filter(pl.col(REASON).is_null())
-        for facet, target in resolved.facets.items():
-            kept_n = alive_rows.filter(pl.col("facets").list.contains(facet)).height
-            facet_report[facet] = {"target": target, "kept": kept_n, "deficit": max(0, target - kept_n)}
+        held = {f: alive_rows.filter(pl.col("facets").list.contains(f)).height for f in resolved.facets}
+        facet_report = {
+            f: {"target": g["target"], "kept": g["count"], "deficit": g["deficit"]}
+            for f, g in target_gaps(held, resolved.facets).items()
+        }
 
     remaining = work.filter(pl.col(REASON).is_null())
-    after = _counts(remaining, _CAT)
+    gaps = target_gaps(_counts(remaining, _CAT), resolved.categories, resolved.default, before)
     category_report = {
         cat: {
             "before": before.get(cat, 0),
-            "target": cat_target.get(cat) if cat in cat_target else resolved.categories.get(cat),
-            "kept": after.get(cat, 0),
-            "deficit": max(0, (resolved.categories.get(cat, cat_target.get(cat)) or 0) - after.get(cat, 0)),
+            "target": g["target"],
+            "kept": g["count"],
+            "deficit": g["deficit"],
         }
-        for cat in sorted(set(before) | set(resolved.categories))
+        for cat, g in gaps.items()
     }
-    generation_plan = build_plan(category_report, facet_report)
+    generation_plan = build_plan(category_report, facet_report, resolved)
     if plan is not None:
         write_plan(generation_plan, plan)
 
@@ -235,13 +274,19 @@ def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
 
 
 def build_plan(
-    category_report: dict[str, dict[str, Any]], facet_report: dict[str, dict[str, int]]
+    category_report: dict[str, dict[str, Any]],
+    facet_report: dict[str, dict[str, int]],
+    targets: Targets | None = None,
 ) -> dict[str, Any]:
-    """The generation plan: how many more queries each category/facet needs."""
+    """The generation plan: how many more queries each category/facet needs, and the row-count
+    targets they were measured against (reusable as ``--targets``)."""
     cats = {name: r["deficit"] for name, r in category_report.items() if r["deficit"] > 0}
     facets = {name: r["deficit"] for name, r in facet_report.items() if r["deficit"] > 0}
     total = max(sum(cats.values()), max(facets.values(), default=0))
-    return {"categories": cats, "facets": facets, "total_needed": total}
+    plan: dict[str, Any] = {"categories": cats, "facets": facets, "total_needed": total}
+    if targets is not None:
+        plan["targets"] = targets.to_dict()
+    return plan
 
 
 def write_plan(plan: dict[str, Any], path: str | Path) -> Path:

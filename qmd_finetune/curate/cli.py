@@ -20,6 +20,7 @@ from qmd_finetune.curate.pipeline import (
     StageSpec,
     balance_config,
     load_config,
+    plan_path,
     run_pipeline,
 )
 from qmd_finetune.curate.summary import print_run
@@ -352,7 +353,8 @@ def balance(
     targets: Path | None = typer.Option(
         None,
         "--targets",
-        help="Targets YAML (categories/facets: count or share). Default: the taxonomy weights.",
+        help="Targets YAML (categories/facets: count or share), or an earlier balance's plan JSON "
+        "(its resolved counts: re-balancing that output changes nothing). Default: the taxonomy weights.",
     ),
     target: list[str] | None = typer.Option(
         None, "--target", help="Category target NAME=N (count) or NAME=0.1 (share)."
@@ -414,6 +416,12 @@ def balance(
     stage = run.stage("balance")
     if stage is not None:
         print_balance(console, stage.report)
+        resolved = stage.report.get("targets") or {}
+        console.print(
+            f"targets resolved against {resolved.get('total', 0):,} rows; re-balance or analyze this output "
+            f"with --targets {plan or plan_path(output)}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -513,7 +521,9 @@ def analyze(
     html: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the statistics as JSON here."),
     targets: Path | None = typer.Option(
-        None, "--targets", help="Targets YAML for the category-vs-target view."
+        None,
+        "--targets",
+        help="Targets YAML, or a balance plan JSON (the counts balance used), for the category-vs-target view.",
     ),
     examples: int = typer.Option(3, "--examples", help="Example rows per category."),
     rejects: Path | None = typer.Option(

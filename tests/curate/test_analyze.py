@@ -28,7 +28,7 @@ def test_stats_count_categories_kinds_lengths_and_scores() -> None:
     assert stats["rows"] == 5
     assert stats["unique_queries"] == 4 and stats["duplicate_rows"] == 1
     assert stats["categories"] == {"technology": 3, "food_cooking": 1, "uncategorized": 1}
-    assert stats["category_targets"]["history"] == {"count": 0, "target": 1}
+    assert stats["category_targets"]["history"] == {"count": 0, "target": 1, "deficit": 1}
     assert stats["only_mode"] == {"none": 4, "lex": 1}
     assert stats["items"]["hyde"]["items"] == 3 and stats["items"]["hyde"]["per_row"]["0"] == 2
     assert stats["items"]["lex"]["chars"]["count"] == 9

@@ -110,6 +110,7 @@ def test_balance_stage_only_with_flag_targets_writes_the_plan(tmp_path: Path) ->
         "categories": {"history": 3},
         "facets": {},
         "total_needed": 3,
+        "targets": {"total": 5, "categories": {"technology": 2, "history": 3}, "facets": {}, "default": None},
     }
     assert "generation plan: 3 more queries needed" in result.output
 
