@@ -89,6 +89,8 @@ FLAGS = "flags"
 FLOOR_FLAG = "category_floor"
 
 _ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
+NEGATION = r'(?:^|\s)-(?:"[^"]*"?|[^\s"]+)'
+"""A negated lex term: ``-corrosion`` or ``-"rust remover"`` (at the start or after a space)."""
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _NEVER = r"[^\s\S]"  # matches nothing (the regex engine has no lookaround)
 
@@ -815,8 +817,14 @@ def _everyday_sense(
     subset = pl.DataFrame(
         {
             "b": matched.gather(first),
+            # A `-term` or `-"phrase"` in a lex line excludes that sense (qmd's lex syntax):
+            # it is removed before the everyday words are looked for.
             "text": output.gather(first)
-            .list.eval(pl.element().list.get(1, null_on_oob=True))
+            .list.eval(
+                pl.when(pl.element().list.get(0, null_on_oob=True) == "lex")
+                .then(pl.element().list.get(1, null_on_oob=True).str.replace_all(NEGATION, " "))
+                .otherwise(pl.element().list.get(1, null_on_oob=True))
+            )
             .list.join(" \n ")
             .str.to_lowercase(),
         }

@@ -125,6 +125,46 @@ def test_everyday_words_need_a_technical_query_and_exceptions_are_ignored():
     assert flags_of([knitting, working_tree, bark]) == [[], [], ["everyday_sense:branch"]]
 
 
+@pytest.mark.parametrize(
+    ("query", "negated", "everyday"),
+    [
+        ("rust borrow checker", "rust ownership -corrosion -oxidation", "rust corrosion oxidation remover"),
+        ("java spring boot jvm", "java jvm tuning -coffee -island", "java coffee island beans"),
+        ("pandas dataframe groupby", "pandas groupby -animal -bear", "pandas bear bamboo"),
+    ],
+)
+def test_a_negated_lex_term_excludes_the_everyday_sense(query, negated, everyday):
+    vec = (f"how do I use {query} well in a real project",)
+    excluded = full(
+        query,
+        hyde="A technical passage about the topic.",
+        lex=(negated, f"{query.split()[1]} internals"),
+        vec=vec,
+    )
+    misread = full(
+        query,
+        hyde="A technical passage about the topic.",
+        lex=(everyday, f"{query.split()[1]} internals"),
+        vec=vec,
+    )
+    flags = flags_of(
+        [excluded, misread], actions={"boilerplate": "off", "hyde_length": "off", "lex_longer": "off"}
+    )
+    assert flags[0] == []
+    assert flags[1] == [f"everyday_sense:{query.split()[0]}"]
+
+
+def test_quoted_phrases_match_as_phrases_and_negated_phrases_are_removed_whole():
+    def row(line: str) -> dict:
+        return full("ruby gem bundler", hyde="Bundler resolves gem versions.", lex=(line, "gemfile lock"))
+
+    flags = flags_of(
+        [row('ruby "precious stones" gem'), row('ruby gem -"precious stones"'), row('ruby gem "stones"')],
+        actions={"hyde_length": "off", "boilerplate": "off", "lex_longer": "off"},
+    )
+    assert flags == [["everyday_sense:gem"], [], []]
+
+
 def test_everyday_sense_report_names_the_word_found():
     bad = full(
         "ruby gem install", hyde="A gem is a precious stone such as a sapphire cut and polished for jewelry."
