@@ -147,6 +147,11 @@ def expand(
     min_score: float | None = typer.Option(
         None, "--min-score", help="Reject records scoring below this (0-100)."
     ),
+    quality_gate: bool = typer.Option(
+        True,
+        "--quality-gate/--no-quality-gate",
+        help="Reject degenerate answers (repeats, too many lines, prompt copies ...) to the ledger.",
+    ),
     cache: Path | None = typer.Option(
         None,
         "--cache",
@@ -186,6 +191,7 @@ def expand(
         api_key_env=api_key_env,
         client=client,
         min_score=min_score,
+        quality_gate=quality_gate,
         cache_path=cache,
         use_cache=not no_cache,
         batch=batch,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qmd_finetune import quality
 from qmd_finetune.generate.cache import ResponseCache
 from qmd_finetune.generate.journal import JsonlAppender, iter_json_lines
 from qmd_finetune.generate.prompts import Prompt, load_prompt
@@ -25,7 +26,7 @@ from qmd_finetune.reward import score
 
 # Rejects at these stages are final: a re-run skips their queries. "request" rejects
 # (retries exhausted, budget) are tried again by the next run.
-FINAL_STAGES = {"parse", "validate", "score"}
+FINAL_STAGES = {"parse", "gate", "validate", "score"}
 RAW_LIMIT = 4000
 
 
@@ -49,6 +50,8 @@ class ExpandConfig:
     api_key_env: str | None = None
     client: str = "auto"
     min_score: float | None = None
+    quality_gate: bool = True
+    """Reject degenerate answers (qmd_finetune.quality) with the gate's reason, stage ``gate``."""
     cache_path: Path | None = None
     use_cache: bool = True
     batch: bool = False
@@ -131,6 +134,7 @@ class RecordBuilder:
     ) -> None:
         self.cfg = cfg
         self.prompt = prompt
+        self.prompt_lines = quality.prompt_lines([prompt.text])  # a copy of its own examples fails the gate
         self.provider = provider
         self.out = out
         self.rejects = rejects
@@ -162,6 +166,10 @@ class RecordBuilder:
             items = parse_expansion(text)
         except RecordError as exc:
             return self.reject(item, "parse", exc.reason, text)
+        if self.cfg.quality_gate:
+            failures = quality.check(item.query, items, prompt=self.prompt_lines)
+            if failures:
+                return self.reject(item, "gate", "; ".join(quality.reasons(failures)), text)
         result = score(item.query, "\n".join(f"{k}: {t}" for k, t in items))
         if self.cfg.min_score is not None and result.percentage < self.cfg.min_score:
             return self.reject(item, "score", f"score {result.percentage} < {self.cfg.min_score:g}", text)

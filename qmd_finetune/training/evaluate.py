@@ -11,6 +11,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from qmd_finetune import quality
 from qmd_finetune.reward import score
 from qmd_finetune.training.models import ModelSource, load_model, load_tokenizer
 from qmd_finetune.training.models import inspect_model as inspect
@@ -218,12 +219,18 @@ def build_report(
                 "percentage": s.percentage,
                 "rating": s.rating,
                 "deductions": s.deductions,
+                "gate": quality.reasons(quality.check_text(q.query, text)),
             }
         )
         by_category[q.category].append(s.percentage)
     ratings: dict[str, int] = defaultdict(int)
+    gate: dict[str, int] = defaultdict(
+        int
+    )  # answers failing each quality-gate rule, whatever the rubric says
     for r in results:
         ratings[r["rating"]] += 1
+        for reason in r["gate"]:
+            gate[quality.rule_of(reason)] += 1
     return {
         "model": model_name,
         "loaded": source.describe() if source else model_name,
@@ -233,6 +240,7 @@ def build_report(
         "n": len(results),
         "mean": round(mean(r["percentage"] for r in results), 2),
         "ratings": dict(ratings),
+        "gate": dict(gate),
         "categories": {c: {"n": len(v), "mean": round(mean(v), 2)} for c, v in by_category.items()},
         "generation_seconds": round(seconds, 1),
         "results": results,

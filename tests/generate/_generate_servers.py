@@ -27,6 +27,16 @@ def good_answer(query: str) -> str:
     )
 
 
+# Degenerate answers measured from a small model (issue 9): 49 identical vec lines; the
+# prompt example's hyde copied verbatim plus another example's query as a lex line.
+DEGENERATE = {
+    "repeat": "hyde: Docker compose networking connects services.\nlex: docker compose network\n"
+    + "vec: docker-comdll\n" * 49,
+    "copy": "hyde: A sourdough starter is flour and water fermented by wild yeast; feed it daily until it"
+    " doubles in 6 hours.\nlex: kubernetes ingress tls /only:lex\nvec: how often should a sourdough starter be fed",
+}
+
+
 class FakeLLMServer:
     def __init__(self, latency: float = 0.0, batch_polls: int = 1) -> None:
         self.latency = latency
@@ -157,6 +167,7 @@ class FakeLLMServer:
             h.close_connection = True
             return
         text = "Sure! Here are some search ideas for you." if name == "wrongformat" else good_answer(query)
+        text = DEGENERATE.get(name, text)
         self._send(h, 200, self._payload(api, body, text))
 
     @staticmethod

@@ -195,3 +195,22 @@ def test_min_score_rejects_low_scoring_answers(tmp_path, llm_server, queries_fil
     rejects = _rows(tmp_path / "out.rejects.jsonl")
     assert rejects and all(r["stage"] == "score" and r["raw"] for r in rejects)
     assert len(_rows(out)) + len(rejects) == 4
+
+
+def test_the_quality_gate_rejects_degenerate_answers_unless_disabled(
+    tmp_path, llm_server, queries_file, secret_env
+):
+    llm_server.faults = {"docker": ["repeat", "repeat"], "sourdough": ["copy", "copy"]}
+    out = tmp_path / "out.jsonl"
+    assert _expand("openai/m", llm_server, queries_file, out, "--no-cache").exit_code == 0
+    rejects = {r["query"]: r for r in _rows(tmp_path / "out.rejects.jsonl")}
+    assert rejects["docker compose networking"]["stage"] == "gate"
+    assert rejects["docker compose networking"]["reason"] == (
+        "repeated_lines: vec: docker-comdll x49; too_many_items: 49 vec (max 3)"
+    )
+    assert rejects["sourdough starter"]["reason"].startswith("lex_off_topic: ")
+    assert "prompt_copy: hyde: A sourdough starter is flour" in rejects["sourdough starter"]["reason"]
+    assert sorted(r["query"] for r in _rows(out)) == ["python async await /only:lex", "who is Marie Curie"]
+    kept = tmp_path / "kept.jsonl"
+    result = _expand("openai/m", llm_server, queries_file, kept, "--no-cache", "--no-quality-gate")
+    assert result.exit_code == 0 and len(_rows(kept)) == 4
