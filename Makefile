@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast lint bench install clean
+.PHONY: demo test test-fast lint bench install clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PY_SYS) -m venv $(VENV)
@@ -21,13 +21,20 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The report's row-browser test drives the system's headless Chromium (Debian's package;
+# never a downloaded browser build). Installed here when missing so a fresh CI machine has it.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: install
 	bash scripts/demo.sh
 
-test: install
+test: install chromium
 	bash scripts/test.sh
 
-test-fast: install
+test-fast: install chromium
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

@@ -8,6 +8,7 @@ clusters and example rows per category. :func:`print_stats` renders it in the te
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from qmd_finetune.curate.score import deduction_kind
 from qmd_finetune.records import KINDS, render
 
 ONLY_PATTERN = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
-SCORE_BINS = list(range(0, 101, 10))
 RATING_ORDER = ("Excellent", "Good", "Acceptable", "Poor", "Failed")
 _BAR = "█"
 
@@ -35,19 +35,39 @@ def _value_counts(series: pl.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in zip(counts[name].to_list(), counts["count"].to_list())}
 
 
-def distribution(values: np.ndarray | list[float], bins: int | list[float] = 20) -> dict[str, Any]:
-    """Summary numbers and a histogram ``[[lo, hi, count], ...]`` of a numeric sample."""
+def nice_edges(lo: float, hi: float, bins: int = 20, integer: bool = False) -> np.ndarray:
+    """Equal-width bin edges that cover ``[lo, hi]`` with a round width (1, 2, 2.5 or 5 x 10^k),
+    about ``bins`` of them; integer data gets integer widths so no bin straddles a value."""
+    span = max(hi - lo, 1.0)
+    raw = span / max(bins, 1)
+    magnitude = 10 ** np.floor(np.log10(raw))
+    width = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if integer:
+        width = max(1.0, float(np.ceil(width)))
+    start = np.floor(lo / width) * width
+    # Integer data: [a, a+w) bins, the last edge past hi; else the last (closed) bin ends at or past hi.
+    count = int((hi - start) // width) + 1 if integer else max(1, int(np.ceil((hi - start) / width - 1e-9)))
+    return start + width * np.arange(count + 1)
+
+
+def distribution(
+    values: np.ndarray | list[float], bins: int | list[float] = 20, integer: bool = False
+) -> dict[str, Any]:
+    """Summary numbers and an equal-width histogram ``[[lo, hi, count], ...]`` fitted to the data.
+
+    With ``bins`` an int the range ends at the 99.5th percentile when the sample is large;
+    values beyond it are counted in ``above`` (shown as a note, never drawn as a bin of the
+    same width). A list gives the edges."""
     array = np.asarray(values, dtype=float)
     if array.size == 0:
         return {"count": 0, "histogram": []}
     if isinstance(bins, int):
-        hi = float(np.percentile(array, 99.5)) if array.size > 50 else float(array.max())
-        hi = max(hi, float(array.min()) + 1)
-        edges = np.linspace(float(array.min()), hi, bins + 1)
+        hi = float(np.percentile(array, 99.5)) if array.size > 200 else float(array.max())
+        edges = nice_edges(float(array.min()), hi, bins, integer)
     else:
         edges = np.asarray(bins, dtype=float)
-    clipped = np.clip(array, edges[0], edges[-1])
-    counts, edges = np.histogram(clipped, bins=edges)
+    inside = array[(array >= edges[0]) & (array <= edges[-1])]
+    counts, edges = np.histogram(inside, bins=edges)
     return {
         "count": int(array.size),
         "mean": round(float(array.mean()), 2),
@@ -57,9 +77,27 @@ def distribution(values: np.ndarray | list[float], bins: int | list[float] = 20)
         "p90": float(np.percentile(array, 90)),
         "max": float(array.max()),
         "histogram": [
-            [round(float(lo), 1), round(float(hi), 1), int(c)]
+            [round(float(lo), 2), round(float(hi), 2), int(c)]
             for lo, hi, c in zip(edges[:-1], edges[1:], counts)
         ],
+        "above": int((array > edges[-1]).sum()),
+        "below": int((array < edges[0]).sum()),
+    }
+
+
+def box_stats(values: np.ndarray) -> dict[str, float]:
+    """Quartiles and whiskers (10th/90th percentile) for a box plot."""
+    q = np.percentile(values, [10, 25, 50, 75, 90])
+    return {
+        "count": int(values.size),
+        "mean": round(float(values.mean()), 2),
+        "p10": float(q[0]),
+        "q1": float(q[1]),
+        "median": float(q[2]),
+        "q3": float(q[3]),
+        "p90": float(q[4]),
+        "min": float(values.min()),
+        "max": float(values.max()),
     }
 
 
@@ -79,8 +117,10 @@ def compute_stats(
     examples: int = 3,
     score: bool = True,
     clusters: int = 10,
+    score_bins: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Statistics of a record frame; scores rows first when ``score`` and no score column."""
+    """Statistics of a record frame; scores rows first when ``score`` and no score column.
+    ``score_bins`` fixes the score histogram's edges (a report compares it with another's)."""
     if score and "score" not in frame.columns and frame.height:
         from qmd_finetune.reward import score_frame
 
@@ -115,15 +155,16 @@ def compute_stats(
 
     stats["items"] = _item_stats(frame)
     words = frame.select(pl.col("query").str.split(" ").list.len().alias("w")).get_column("w").to_numpy()
-    stats["query_words"] = distribution(words, bins=[1, 2, 3, 4, 5, 6, 7, 8, 10, 15, 30])
+    stats["query_words"] = distribution(words, bins=20, integer=True)
     stats["query_chars"] = distribution(frame.get_column("query").str.len_chars().to_numpy())
 
     if "score" in frame.columns:
-        stats["score"] = _score_stats(frame)
+        stats["score"] = _score_stats(frame, categories, bins=score_bins)
     if "flags" in frame.columns:
         flags = frame.select(pl.col("flags").explode().drop_nulls()).get_column("flags")
         stats["flags"] = _value_counts(flags)
         stats["flagged_rows"] = int(frame.select((pl.col("flags").list.len() > 0).sum()).item())
+        stats["flagged_examples"] = _flagged_examples(frame)
     if "split" in frame.columns:
         stats["splits"] = _value_counts(frame.get_column("split").fill_null("none"))
     stats["duplicates"] = _duplicate_clusters(frame, norm, clusters)
@@ -144,12 +185,11 @@ def _item_stats(frame: pl.DataFrame) -> dict[str, Any]:
         per_row = of_kind.group_by("row").len()
         per_row_counts = Counter(per_row.get_column("len").to_list())
         per_row_counts[0] = frame.height - per_row.height
-        bins = [0, 20, 40, 50, 60, 80, 100, 125, 150, 175, 200, 250, 300, 400] if kind == "hyde" else 20
         out[kind] = {
             "items": of_kind.height,
             "rows_with": per_row.height,
             "per_row": {str(k): int(v) for k, v in sorted(per_row_counts.items())},
-            "chars": distribution(of_kind.get_column("chars").to_numpy(), bins=bins),
+            "chars": distribution(of_kind.get_column("chars").to_numpy(), bins=24, integer=True),
         }
     if out["hyde"]["items"]:
         hyde = items.filter(pl.col("kind") == "hyde").get_column("chars")
@@ -157,9 +197,15 @@ def _item_stats(frame: pl.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _score_stats(frame: pl.DataFrame, top: int = 12) -> dict[str, Any]:
+def _score_stats(
+    frame: pl.DataFrame,
+    categories: pl.Series,
+    bins: list[float] | None = None,
+    top: int = 12,
+    worst: int = 10,
+) -> dict[str, Any]:
     scores = frame.get_column("score").drop_nulls().to_numpy()
-    stats = distribution(scores, bins=SCORE_BINS)
+    stats = distribution(scores, bins=bins or 20)
     stats["share_ge_70"] = round(float((scores >= 70).mean()), 4) if scores.size else 0.0
     if "rating" in frame.columns:
         ratings = _value_counts(frame.get_column("rating").fill_null("none"))
@@ -169,20 +215,74 @@ def _score_stats(frame: pl.DataFrame, top: int = 12) -> dict[str, Any]:
         for items in frame.get_column("deductions").to_list():
             counter.update({deduction_kind(d) for d in items or []})
         stats["top_deductions"] = counter.most_common(top)
+    scored = frame.with_columns(categories.alias("_cat")).filter(pl.col("score").is_not_null())
+    stats["by_category"] = {
+        str(cat): box_stats(group.get_column("score").to_numpy())
+        for (cat,), group in scored.group_by("_cat")
+        if group.height
+    }
+    stats["worst"] = [_row_brief(row) for row in scored.sort("score").head(worst).iter_rows(named=True)]
     return stats
 
 
+def _row_brief(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the report shows it: query, output text, score, deductions, flags, file:line."""
+    return {
+        "query": row["query"],
+        "text": render([(k, t) for k, t in row["output"] or []]),
+        "category": row.get("_cat", row.get("category")),
+        "score": row.get("score"),
+        "deductions": list(row.get("deductions") or []),
+        "flags": list(row.get("flags") or []),
+        "source": f"{row.get('_source')}:{row.get('_line')}" if row.get("_source") else "",
+    }
+
+
+def _flagged_examples(frame: pl.DataFrame, per_flag: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """Rows that carry a clean flag and stayed in the data, a few per flag (worst scored first)."""
+    flagged = frame.filter(pl.col("flags").list.len() > 0)
+    if "score" in flagged.columns:
+        flagged = flagged.sort("score", nulls_last=True)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in flagged.iter_rows(named=True):
+        for flag in row["flags"]:
+            bucket = out.setdefault(flag, [])
+            if len(bucket) < per_flag:
+                bucket.append(_row_brief(row))
+    return out
+
+
 def _duplicate_clusters(frame: pl.DataFrame, norm: pl.Series, top: int) -> dict[str, Any]:
-    """Clusters of rows: by ``dup_group`` when dedup ran, else by normalized query."""
+    """Clusters of rows with their members: by ``dup_group`` when dedup grouped rows, else
+    near-duplicate queries found as dedup finds them (MinHash over character 3-grams at
+    dedup's default threshold), which includes exact copies; ``top=0`` only counts exact ones."""
+    key, method = None, ""
     if "dup_group" in frame.columns:
-        key, method = frame.get_column("dup_group").cast(pl.Utf8), "dup_group"
-    else:
+        groups = frame.get_column("dup_group").cast(pl.Utf8)
+        if groups.drop_nulls().is_duplicated().any():
+            key, method = groups, "dup_group"
+    if key is None and top == 0:
         key, method = norm, "normalized query"
+    elif key is None:
+        from qmd_finetune.curate import dedup
+
+        threshold = inspect.signature(dedup.run).parameters["near_threshold"].default
+        texts = pl.DataFrame({"q": norm}).select(dedup.near_text(pl.col("q"))).to_series().to_list()
+        labels, _ = dedup.near_duplicate_labels(texts, threshold=threshold)
+        key = pl.Series("key", labels.astype(str))
+        method = f"near-duplicate queries (char 3-gram Jaccard >= {threshold}, as dedup)"
+    columns = {"key": key, "query": frame.get_column("query")}
+    if "score" in frame.columns:
+        columns["score"] = frame.get_column("score")
     grouped = (
-        pl.DataFrame({"key": key, "query": frame.get_column("query")})
+        pl.DataFrame(columns)
         .filter(pl.col("key").is_not_null())
         .group_by("key")
-        .agg(pl.len().alias("size"), pl.col("query").unique().head(5).alias("queries"))
+        .agg(
+            pl.len().alias("size"),
+            pl.col("query").unique(maintain_order=True).head(8).alias("queries"),
+            pl.col("query").n_unique().alias("distinct"),
+        )
         .filter(pl.col("size") > 1)
         .sort(["size", "key"], descending=[True, False])
     )
@@ -190,7 +290,10 @@ def _duplicate_clusters(frame: pl.DataFrame, norm: pl.Series, top: int) -> dict[
         "method": method,
         "clusters": grouped.height,
         "rows_in_clusters": int(grouped.get_column("size").sum()) if grouped.height else 0,
-        "largest": [{"key": k, "size": s, "queries": q} for k, s, q in grouped.head(top).iter_rows()],
+        "largest": [
+            {"key": k, "size": s, "queries": q, "distinct": d}
+            for k, s, q, d in grouped.head(top).select("key", "size", "queries", "distinct").iter_rows()
+        ],
     }
 
 

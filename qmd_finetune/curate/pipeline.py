@@ -22,8 +22,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from qmd_finetune.curate.analyze import compute_stats
-from qmd_finetune.curate.report import write_run_report
+from qmd_finetune.curate.report import input_stats, write_run_report
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.curate.summary import group_reasons
 from qmd_finetune.io import (
@@ -358,7 +357,7 @@ def run_pipeline(
         on_stage(first)
     before_stats = None
     if config.report is not None:
-        before_stats = compute_stats(read.frame, examples=0)
+        before_stats = input_stats(read.frame, config.stages)
     # Hand the frame over: nothing here keeps the input alive while the stages run.
     after, summaries, ledger_parts = run_stages(_take_frame(read), config.stages, on_stage)
     ledger = pl.concat([read.rejects, *ledger_parts], how="vertical") if ledger_parts else read.rejects
