@@ -7,6 +7,7 @@ import base64
 import gzip
 import json
 import re
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def _run(tmp_path: Path) -> tuple[Path, dict]:
         tmp_path / "o.jsonl",
         [
             StageSpec("normalize"),
-            StageSpec("clean"),
+            StageSpec("clean", {"actions": {"boilerplate": "flag", "lex_filler": "flag"}}),
             StageSpec("dedup"),
             StageSpec("score", {"min_score": 60}),
             StageSpec("categorize"),
@@ -70,7 +71,10 @@ def test_run_report_shows_survival_rejects_per_reason_and_score_views(tmp_path: 
     report, summary = _run(tmp_path)
     html = report.read_text()
     assert "survival per input file" in html and "extra.jsonl" in html
-    assert "example rejects per reason" in html and "score below 60" in html
+    assert "example rejects per reason" in html
+    for stage in summary["stages"]:
+        for reason in stage["rejected_by_reason"]:
+            assert escape(f"{stage['name']}: {reason}") in html
     assert re.search(r"in\.jsonl:\d+", html)  # rejects name their file:line
     assert "score per category" in html and "worst-scored rows" in html
     assert "largest duplicate clusters found by dedup" in html
@@ -143,6 +147,9 @@ async def _browse(path: Path) -> dict:
             " const m = b.querySelector('[name=min]'); m.value = '60'; m.dispatchEvent(new Event('change')); })()"
         )
         out["score"] = await page.evaluate(state)
+        out["score"]["unscored"] = await page.evaluate(
+            "[...document.querySelectorAll('#browser .brow .meta')].filter((e) => e.textContent === 'no score').length"
+        )
         out["errors"] = page.errors
         return out
 
@@ -156,7 +163,7 @@ def test_row_browser_loads_without_errors_and_filters_rows_in_chromium(tmp_path:
     assert seen["rejected"]["matches"] == summary["rejected"] == seen["rejected"]["rejected"]
     assert seen["rejected"]["visible"] == seen["rejected"]["rejected"] > 0
     assert 0 < seen["search"]["matches"] < total
-    assert seen["score"]["matches"] == summary["kept"]  # rejects under 60 (and unscored ones) drop out
+    assert 0 < seen["score"]["matches"] < total and seen["score"]["unscored"] == 0
 
 
 @pytest.mark.slow
