@@ -187,6 +187,11 @@ def evaluate_command(
     limit: int = typer.Option(None, help="Only the first N queries."),
     show: int = typer.Option(10, help="Print the N lowest-scoring queries."),
     threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine)."),
+    decoding: str = typer.Option(
+        "safe",
+        help="free | safe (no chat-template tokens, stop after the format's lines) | strict (also "
+        "only valid line prefixes, kind limits, no repeated line).",
+    ),
 ) -> None:
     """Greedy generation on a query list, scored with the reward; per query and per category."""
     from qmd_finetune.training import evaluate as ev
@@ -200,17 +205,19 @@ def evaluate_command(
     )
     if dtype not in {"auto", "fp32", "bf16"}:
         problems.append(f"--dtype must be auto, fp32 or bf16, not {dtype!r}")
+    if decoding not in {"free", "safe", "strict"}:
+        problems.append(f"--decoding must be free, safe or strict, not {decoding!r}")
     if problems:
         _fail("\n".join(problems), code=2)
     _quiet_libraries(threads)
     try:
-        report = ev.evaluate(model, queries, batch_size, max_new_tokens, dtype, limit)
+        report = ev.evaluate(model, queries, batch_size, max_new_tokens, dtype, limit, decoding)
         console.print(f"evaluated: {report['loaded']}", highlight=False)
         if compare:
             if compare.endswith(".json"):
                 other = ev.load_report(compare)
             else:
-                other = ev.evaluate(compare, queries, batch_size, max_new_tokens, dtype, limit)
+                other = ev.evaluate(compare, queries, batch_size, max_new_tokens, dtype, limit, decoding)
             report["compare"] = ev.compare(report, other)
     except (FileNotFoundError, ModelLoadError, ValueError) as exc:
         _fail(str(exc))

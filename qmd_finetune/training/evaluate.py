@@ -73,9 +73,17 @@ def generate(
     fmt: PromptFormat,
     batch_size: int = 8,
     max_new_tokens: int = 256,
+    decoding: str = "safe",
 ) -> list[str]:
-    """Greedy completions with left padding; batches are length-sorted, results in input order."""
+    """Greedy completions with left padding; batches are length-sorted, results in input order.
+
+    ``decoding`` (``qmd_finetune.decoding``): ``free``; ``safe`` never writes chat-template
+    tokens and stops after the format's lines; ``strict`` also allows only valid line prefixes.
+    """
     import torch
+    from transformers import LogitsProcessorList
+
+    from qmd_finetune.decoding import FormatConstraint
 
     tokenizer.padding_side = "left"
     prompts = [
@@ -94,6 +102,12 @@ def generate(
             [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
         )
         enc = {k: v.to(device) for k, v in enc.items()}
+        width = enc["input_ids"].shape[1]
+        processors = LogitsProcessorList(
+            [FormatConstraint(tokenizer, [queries[i] for i in idx], width, decoding)]
+            if decoding != "free"
+            else []
+        )
         with torch.inference_mode():
             out = model.generate(
                 **enc,
@@ -101,8 +115,8 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                logits_processor=processors,
             )
-        width = enc["input_ids"].shape[1]
         for row, i in enumerate(idx):
             ids = out[row, width:].tolist()
             for pos, token in enumerate(ids):
@@ -175,6 +189,7 @@ def evaluate(
     max_new_tokens: int = 256,
     dtype: str = "auto",
     limit: int | None = None,
+    decoding: str = "safe",
 ) -> dict[str, Any]:
     """Load exactly ``model_name`` (see models.inspect_model), generate, score; returns the report."""
     import torch
@@ -190,11 +205,15 @@ def evaluate(
     model = load_model(source, dtype=torch_dtype, merge=True)
     fmt = prompt_format(source)
     start = time.monotonic()
-    outputs = generate(model, tokenizer, [q.query for q in queries], fmt, batch_size, max_new_tokens)
+    outputs = generate(
+        model, tokenizer, [q.query for q in queries], fmt, batch_size, max_new_tokens, decoding
+    )
     seconds = time.monotonic() - start
-    return build_report(
+    report = build_report(
         model_name, source, queries, outputs, fmt, str(queries_path), seconds, str(torch_dtype)
     )
+    report["decoding"] = decoding
+    return report
 
 
 def build_report(

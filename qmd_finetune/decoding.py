@@ -1,0 +1,161 @@
+"""Format-safe decoding: generation that can only write the answer format, and stops after it.
+
+A small model's most common failures are not about content: it writes chat-template markers,
+lines with no ``hyde:``/``lex:``/``vec:`` prefix, twenty ``vec:`` lines, or keeps going after
+the answer. ``FormatConstraint`` is a transformers ``LogitsProcessor`` with two modes.
+
+``safe``: chat-template and other added special tokens are never sampled (the end-of-turn
+token, which ends the answer, is the exception), and the answer ends after the format's
+largest number of lines (7; 3 in only mode).
+
+``strict`` adds, token by token:
+
+- every line starts with a prefix the query allows (``hyde: ``, ``lex: ``, ``vec: ``; only the
+  asked kind for ``/only:KIND``; hyde only as the first line), and no kind exceeds its count
+  (hyde 1, lex 3, vec 3); blank lines are not allowed;
+- a line may not end as a copy of an earlier line (case-insensitive), nor end empty;
+- once no prefix is left, or the answer has lex and vec lines and a line ends, the model may
+  end; when nothing more is allowed, the end-of-turn token is forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qmd_finetune.records import only_mode
+
+LIMITS = {"hyde": 1, "lex": 3, "vec": 3}
+PREFIXES = ("hyde: ", "lex: ", "vec: ")
+MODES = ("free", "safe", "strict")
+
+
+def max_lines(query: str) -> int:
+    _, only = only_mode(query)
+    return LIMITS[only] if only else sum(LIMITS.values())
+
+
+@dataclass
+class LineState:
+    """What the generated text so far allows next."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: int = 0
+    partial: str = ""
+    seen: set[str] = field(default_factory=set)
+
+
+def read_state(text: str) -> LineState:
+    state = LineState()
+    *done, partial = text.split("\n")
+    for line in done:
+        kind = line.split(":", 1)[0].strip().lower()
+        state.counts[kind] = state.counts.get(kind, 0) + 1
+        state.lines += 1
+        state.seen.add(line.strip().lower())
+    state.partial = partial
+    return state
+
+
+def allowed_prefixes(query: str, state: LineState) -> list[str]:
+    """Line prefixes still allowed after the lines written so far."""
+    _, only = only_mode(query)
+    kinds = [only] if only else ["hyde", "lex", "vec"]
+    out = []
+    for kind in kinds:
+        if state.counts.get(kind, 0) >= LIMITS[kind]:
+            continue
+        if kind == "hyde" and not only and state.lines:
+            continue
+        out.append(f"{kind}: ")
+    return out
+
+
+def may_end(query: str, state: LineState) -> bool:
+    """The answer is complete enough to stop at a line boundary."""
+    _, only = only_mode(query)
+    if only:
+        return state.counts.get(only, 0) >= 1
+    return state.counts.get("lex", 0) >= 1 and state.counts.get("vec", 0) >= 1
+
+
+class FormatConstraint:
+    """A ``LogitsProcessor`` for a batch of queries (one per row, left-padded prompts)."""
+
+    def __init__(self, tokenizer: Any, queries: list[str], prompt_width: int, mode: str = "strict") -> None:
+        import torch
+
+        if mode not in ("safe", "strict"):
+            raise ValueError(f"decoding mode {mode!r} is not safe or strict")
+        self.strict = mode == "strict"
+        self.tokenizer = tokenizer
+        self.queries = queries
+        self.prompt_width = prompt_width
+        self.eos = tokenizer.eos_token_id
+        size = max(len(tokenizer), max(tokenizer.added_tokens_decoder, default=0) + 1)
+        self.pieces = [tokenizer.decode([i]) for i in range(size)]
+        self.banned = torch.tensor(
+            sorted(i for i in tokenizer.added_tokens_decoder if i != self.eos), dtype=torch.long
+        )
+        # Inside a line, a newline may only end it: no blank lines, no text after the break.
+        self.bad_breaks = torch.tensor(
+            [i for i, p in enumerate(self.pieces) if "\n" in p and p.index("\n") != len(p) - 1],
+            dtype=torch.long,
+        )
+        self.breaks = torch.tensor(
+            [i for i, p in enumerate(self.pieces) if p.endswith("\n")], dtype=torch.long
+        )
+        self._prefix_cache: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+
+    def _tokens_for(self, partial: str, prefixes: tuple[str, ...]) -> list[int]:
+        """Tokens that keep ``partial`` on the way to (or past) one of ``prefixes``, on one line."""
+        key = (partial, prefixes)
+        if key not in self._prefix_cache:
+            ok = []
+            for i, piece in enumerate(self.pieces):
+                if not piece or "\n" in piece or i in self.tokenizer.added_tokens_decoder:
+                    continue
+                text = partial + piece
+                if any(p.startswith(text) or text.startswith(p) for p in prefixes):
+                    ok.append(i)
+            self._prefix_cache[key] = ok
+        return self._prefix_cache[key]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.banned.numel():
+            scores[:, self.banned] = -float("inf")
+        for row in range(input_ids.shape[0]):
+            text = self.tokenizer.decode(input_ids[row, self.prompt_width :], skip_special_tokens=False)
+            if self.tokenizer.eos_token and self.tokenizer.eos_token in text:
+                continue
+            query = self.queries[row]
+            state = read_state(text)
+            if not self.strict:
+                if not state.partial and state.lines >= max_lines(query):
+                    scores[row] = torch.where(
+                        torch.arange(scores.shape[1], device=scores.device) == self.eos,
+                        scores[row, self.eos],
+                        torch.tensor(-float("inf"), device=scores.device),
+                    )
+                continue
+            prefixes = tuple(allowed_prefixes(query, state))
+            if any(state.partial.startswith(p) for p in PREFIXES):
+                scores[row, self.bad_breaks] = -float("inf")
+                if state.partial in PREFIXES or state.partial.strip().lower() in state.seen:
+                    scores[row, self.breaks] = -float("inf")
+                    scores[row, self.eos] = -float("inf")
+                elif not may_end(query, read_state(text + "\n")):
+                    scores[row, self.eos] = -float("inf")
+                continue
+            allowed = list(self._tokens_for(state.partial, prefixes)) if prefixes else []
+            if not state.partial and may_end(query, state):
+                allowed.append(self.eos)
+            if not allowed:
+                allowed = [self.eos]
+            keep = torch.full_like(scores[row], -float("inf"))
+            index = torch.tensor(allowed, dtype=torch.long, device=scores.device)
+            keep[index] = scores[row, index]
+            scores[row] = keep
+        return scores
