@@ -24,25 +24,29 @@ def optimize(
         "--model",
         help="Student model (LiteLLM string: ollama_chat/..., anthropic/..., openai/... with --api-base, local/smollm2).",
     ),
-    reflection_model: str = typer.Option(
-        ...,
+    reflection_model: str | None = typer.Option(
+        None,
         "--reflection-model",
-        help="Reflection model (LiteLLM string), or 'rubric' for the deterministic offline proposer.",
+        help="Reflection model (LiteLLM string), or 'rubric' for the deterministic offline proposer. "
+        "Default: the task model, or rubric when the task model is local/smollm2.",
     ),
     train: Path = typer.Option(
         ..., "--train", help="Training queries: text (one per line) or JSONL with 'query'."
     ),
-    save_prompt: Path = typer.Option(
-        ...,
+    save_prompt: Path | None = typer.Option(
+        None,
         "--save-prompt",
-        help="Where to write the optimized instruction (usable as generate expand --prompt-file).",
+        help="Where to write the optimized instruction (usable as generate expand --prompt-file); "
+        "default: <run dir>/prompt.txt.",
     ),
     val: Path | None = typer.Option(
         None, "--val", help="Validation queries; default: a seeded quarter of --train held out."
     ),
     limit: int | None = typer.Option(None, "--limit", help="Use at most N training queries."),
     val_limit: int | None = typer.Option(None, "--val-limit", help="Use at most N validation queries."),
-    auto: str | None = typer.Option(None, "--auto", help="Budget preset: light, medium or heavy."),
+    auto: str | None = typer.Option(
+        None, "--auto", help="Budget preset: light, medium or heavy (default light when no budget is given)."
+    ),
     max_metric_calls: int | None = typer.Option(
         None, "--max-metric-calls", help="Budget: metric calls (model replies scored)."
     ),
@@ -116,14 +120,17 @@ def optimize(
         for line in str(exc).splitlines():
             err.print(f"[red]error:[/red] {line}", highlight=False)
         raise typer.Exit(2) from None
-    if reflection_model == "rubric":
+    for note in prep.notes:
+        console.print(f"note: {note}", highlight=False)
+    if prep.cfg.reflection_model == "rubric":
         console.print(
             "[yellow]reflection: rubric[/yellow] = a deterministic rule-based proposer (no language model): "
             "it turns the minibatch's rubric deductions into fixed instruction edits."
         )
     result = run_optimize(prep, echo=lambda line: console.print(line, highlight=False))
     print_report(result.report, console)
-    console.print(f"prompt: {save_prompt}  (use it as: generate expand --prompt-file {save_prompt})")
+    saved = prep.cfg.save_prompt
+    console.print(f"prompt: {saved}  (use it as: generate expand --prompt-file {saved})")
     if save_program:
         console.print(f"program: {save_program}")
     if emit:

@@ -30,7 +30,14 @@ from typing import Any
 
 from qmd_finetune.generate.prompts import builtin_prompt_path
 from qmd_finetune.gepa.metric import Judgement, gepa_metric, judge
-from qmd_finetune.gepa.program import QueryExpander, build_lm, prompt_file_text, prompt_sha
+from qmd_finetune.gepa.program import (
+    ProviderEngine,
+    QueryExpander,
+    build_lm,
+    prompt_file_text,
+    prompt_sha,
+    student_lm,
+)
 from qmd_finetune.gepa.report import build_report
 from qmd_finetune.gepa.rubric import LABEL as RUBRIC_LABEL
 from qmd_finetune.gepa.rubric import RubricProposer
@@ -46,12 +53,15 @@ class ConfigError(ValueError):
     """A configuration problem found before any model is called; the message lists every problem."""
 
 
+DEFAULT_AUTO = "light"
+
+
 @dataclass
 class OptimizeConfig:
     model: str
-    reflection_model: str
     train: Path
-    save_prompt: Path
+    reflection_model: str | None = None  # None: the task model, or rubric for the embedded model
+    save_prompt: Path | None = None  # None: <run dir>/prompt.txt
     val: Path | None = None
     limit: int | None = None
     val_limit: int | None = None
@@ -73,6 +83,27 @@ class OptimizeConfig:
 
 
 # ---------------------------------------------------------------- validation
+
+
+def default_reflection(model: str) -> tuple[str, str]:
+    """The reflection model when none is named, and why: the task model itself when it is a
+    real LLM; ``rubric`` for the embedded 135M model, which cannot rewrite a prompt."""
+    if model.split("/", 1)[0] == "local":
+        return RUBRIC, "default for the embedded model, which is too small to rewrite a prompt"
+    return model, "default: the task model reflects on its own answers"
+
+
+def resolve_defaults(cfg: OptimizeConfig) -> str | None:
+    """Fill the reflection model and budget left out; returns the note the summary prints."""
+    note = None
+    if cfg.reflection_model is None:
+        cfg.reflection_model, why = default_reflection(cfg.model)
+        note = f"reflection: {cfg.reflection_model} ({why}; --reflection-model to change)"
+        if cfg.reflection_model != RUBRIC and cfg.reflection_api_base is None:
+            cfg.reflection_api_base = cfg.api_base
+    if cfg.auto is None and cfg.max_metric_calls is None and cfg.max_full_evals is None:
+        cfg.auto = DEFAULT_AUTO
+    return note
 
 
 def model_problem(model: str, flag: str, allow_rubric: bool = False) -> str | None:
@@ -112,10 +143,10 @@ def validate(cfg: OptimizeConfig) -> None:
         )
         if value is not None
     ]
-    if len(budgets) != 1:
-        given = ", ".join(budgets) if budgets else "none"
+    if len(budgets) > 1:
         problems.append(
-            f"give exactly one budget: --auto light|medium|heavy, --max-metric-calls N or --max-full-evals N (given: {given})"
+            "give one budget: --auto light|medium|heavy (default light), --max-metric-calls N or "
+            f"--max-full-evals N (given: {', '.join(budgets)})"
         )
     if cfg.auto is not None and cfg.auto not in AUTO_LEVELS:
         problems.append(f"--auto must be one of {', '.join(AUTO_LEVELS)} (got {cfg.auto!r})")
@@ -138,13 +169,14 @@ def validate(cfg: OptimizeConfig) -> None:
             problems.append(f"{flag}: {path}: no such file")
     if cfg.seed_prompt is None and not DEFAULT_SEED_PROMPT.is_file():
         problems.append(f"no --seed-prompt and the default prompt {DEFAULT_SEED_PROMPT} is missing")
+    reflection = cfg.reflection_model or default_reflection(cfg.model)[0]
     for problem in (
         model_problem(cfg.model, "--model"),
-        model_problem(cfg.reflection_model, "--reflection-model", allow_rubric=True),
+        model_problem(reflection, "--reflection-model", allow_rubric=True),
     ):
         if problem:
             problems.append(problem)
-    if cfg.reflection_model == RUBRIC and cfg.reflection_api_base:
+    if reflection == RUBRIC and cfg.reflection_api_base:
         problems.append("--reflection-api-base makes no sense with --reflection-model rubric")
     outputs = [p for p in (cfg.save_prompt, cfg.save_program, cfg.emit) if p is not None]
     if len({Path(p).resolve() for p in outputs}) != len(outputs):
@@ -213,6 +245,7 @@ class Prepared:
     run_dir: Path
     resumed: bool
     identity: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def run_identity(
@@ -231,7 +264,10 @@ def run_identity(
 
 
 def prepare(cfg: OptimizeConfig) -> Prepared:
+    from qmd_finetune.generate.providers import served_note
+
     validate(cfg)
+    notes = [note for note in (resolve_defaults(cfg), served_note(cfg.model)) if note]
     train, val = split_queries(cfg)
     seed_instruction = Path(cfg.seed_prompt or DEFAULT_SEED_PROMPT).read_text(encoding="utf-8").strip()
     if not seed_instruction:
@@ -239,6 +275,8 @@ def prepare(cfg: OptimizeConfig) -> Prepared:
     run_dir = (
         Path(cfg.run_dir) if cfg.run_dir else Path("out") / f"gepa-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     )
+    if cfg.save_prompt is None:
+        cfg.save_prompt = run_dir / "prompt.txt"
     identity = run_identity(cfg, train, val, seed_instruction)
     marker = run_dir / "run.json"
     resumed = (run_dir / "gepa" / "gepa_state.bin").exists()
@@ -250,7 +288,7 @@ def prepare(cfg: OptimizeConfig) -> Prepared:
                 f"--run-dir {run_dir} belongs to a run with different {', '.join(changed)}; "
                 "use a new --run-dir (or the original settings to resume)"
             )
-    return Prepared(cfg, train, val, seed_instruction, run_dir, resumed, identity)
+    return Prepared(cfg, train, val, seed_instruction, run_dir, resumed, identity, notes)
 
 
 # ---------------------------------------------------------------- run directory
@@ -386,9 +424,8 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
     gepa_logger.propagate = False
     lm_logger.setLevel(logging.ERROR)
 
-    student = build_lm(
-        cfg.model, max_tokens=cfg.max_tokens, temperature=cfg.temperature, api_base=cfg.api_base
-    )
+    engine = ProviderEngine(cfg.model, api_base=cfg.api_base, pool=cfg.threads)
+    student = student_lm(engine, max_tokens=cfg.max_tokens, temperature=cfg.temperature)
     reflection_lm = None
     proposer = None
     if cfg.reflection_model == RUBRIC:
@@ -439,6 +476,7 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
             if cfg.emit is not None:
                 emitted, emit_failed = emit_dataset(optimized, prep, cfg.emit)
     finally:
+        engine.close()
         gepa_logger.removeHandler(log_handler)
         gepa_logger.setLevel(saved[0])
         gepa_logger.propagate = saved[1]
@@ -484,6 +522,7 @@ def emit_dataset(program: QueryExpander, prep: Prepared, path: Path) -> tuple[in
     """Records from the optimized program for every train and val query; failures to the rejects ledger."""
     import polars as pl
 
+    from qmd_finetune.generate.providers import served_model
     from qmd_finetune.io import REJECT_SCHEMA, atomic_write, default_rejects_path, write_rejects
 
     cfg = prep.cfg
@@ -493,7 +532,7 @@ def emit_dataset(program: QueryExpander, prep: Prepared, path: Path) -> tuple[in
     meta = {
         "source": "gepa",
         "provider": cfg.model.split("/", 1)[0] if "/" in cfg.model else "litellm",
-        "model": cfg.model,
+        "model": served_model(cfg.model),
         "prompt_sha": prompt_sha(program.instruction),
         "params": {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature},
         "gepa_run": str(prep.run_dir),

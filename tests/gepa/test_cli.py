@@ -28,9 +28,8 @@ def base(chat_server, query_file, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ((), "give exactly one budget"),
         (("--auto", "light", "--max-metric-calls", "5"), "given: --auto, --max-metric-calls"),
-        (("--max-full-evals", "2", "--max-metric-calls", "5"), "give exactly one budget"),
+        (("--max-full-evals", "2", "--max-metric-calls", "5"), "give one budget"),
         (("--auto", "extreme"), "--auto must be one of light, medium, heavy"),
         (("--max-metric-calls", "0"), "--max-metric-calls must be at least 1"),
         (("--auto", "light", "--val", "missing.txt"), "--val: missing.txt: no such file"),
@@ -73,12 +72,12 @@ def test_missing_train_file_and_every_problem_is_listed_at_once(tmp_path):
         "--train",
         str(tmp_path / "none.txt"),
     ]
-    result = runner.invoke(app, [*args, "--save-prompt", str(tmp_path / "p.txt")])
+    result = runner.invoke(app, [*args, "--save-prompt", str(tmp_path / "p.txt"), "--auto", "x"])
     assert result.exit_code == 2
     assert (
         "no such file" in result.output
         and "unknown provider" in result.output
-        and "exactly one budget" in result.output
+        and "--auto must be one of" in result.output
     )
 
 

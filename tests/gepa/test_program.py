@@ -7,7 +7,7 @@ import pytest
 
 from qmd_finetune.generate.prompts import parse_prompt
 from qmd_finetune.gepa.metric import gepa_metric
-from qmd_finetune.gepa.program import QueryExpander, build_lm, prompt_file_text, prompt_sha
+from qmd_finetune.gepa.program import ProviderEngine, QueryExpander, prompt_file_text, prompt_sha, student_lm
 
 INSTRUCTION = (
     "Expand the query.\n\n## Examples\nQuery: ssh keys\nlex: ssh keygen setup\nvec: how do I create ssh keys"
@@ -15,10 +15,13 @@ INSTRUCTION = (
 
 
 def run(server, instruction: str, query: str) -> dspy.Prediction:
-    lm = build_lm("openai/fake", max_tokens=50, api_base=server.api_base)
-    with dspy.context(lm=lm):
-        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
-        return QueryExpander(instruction)(query=query)
+    engine = ProviderEngine("openai/fake", api_base=server.api_base)
+    try:
+        with dspy.context(lm=student_lm(engine, max_tokens=50)):
+            dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+            return QueryExpander(instruction)(query=query)
+    finally:
+        engine.close()
 
 
 def test_program_sends_the_messages_generate_expand_sends(reply_server):
