@@ -127,6 +127,7 @@ def test_gepa_generate_reuses_generate_expand(chat_server, query_file, tmp_path)
         "--no-progress",
         "--temperature",
         "0",
+        "--no-quality-gate",  # the fake model echoes the query; this test is about the pass-through
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
