@@ -551,10 +551,19 @@ def analyze(
 
 @app.command()
 def card(
-    input_path: Path = typer.Option(..., "--input", "-i", help="The curated file the card describes."),
+    input_path: Path = typer.Option(
+        ...,
+        "--input",
+        "-i",
+        help="The curated file the card describes (a glob or folder must name one file).",
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="Card path (README.md)."),
     name: str | None = typer.Option(None, "--name", help="Dataset name (default: from the file name)."),
-    license_id: str = typer.Option("mit", "--license", help="License id for the front matter."),
+    license_id: str | None = typer.Option(
+        None,
+        "--license",
+        help="License id for the front matter (default: the rows' meta.license, else unknown).",
+    ),
     run_summary: Path | None = typer.Option(
         None, "--run-summary", help="Run summary JSON (default: <input>.run.json)."
     ),
@@ -563,9 +572,12 @@ def card(
     """Write a Hugging Face dataset card: YAML front matter, statistics and provenance."""
     from qmd_finetune.curate.card import write_card
 
+    found = input_files([input_path], None)
+    if len(found) != 1:
+        _fail(f"{input_path}: a card describes one file, this names {len(found)}")
     try:
         path = write_card(
-            input_path,
+            found[0],
             output,
             name=name,
             license_id=license_id,
