@@ -338,7 +338,9 @@ def run(
             "echo_lex": items.count(echo & items.is_lex) > 0,
             "echo_vec": items.count(echo & items.is_vec) > 0,
             "boiler_hyde": items.count(boiler & items.is_hyde) > 0,
-            "boiler_vec": items.count(boiler & items.is_vec) > 0,
+            # a row is boilerplate by its vec lines only when every vec line is a template
+            "boiler_vec": (items.count(boiler & items.is_vec) > 0)
+            & (items.count(boiler & items.is_vec) == items.count(items.is_vec & live)),
             "padded": padded_row,
             "longer": longer,
             "degenerate": degenerate,
@@ -594,9 +596,26 @@ def _fillers(unique: pl.DataFrame, settings: dict[str, Any]) -> _Fillers:
             "b": found["b"].gather(np.repeat(np.arange(len(candidate)), lengths)),
         }
     )
-    absent = flat.select(
-        ~pl.col("b").str.contains(pl.lit(" ") + pl.col("w") + pl.lit(" "), literal=True)
-    ).to_series()
+    # A word the query holds, or shares a stem with ("doc" -> "documentation", "beginners" ->
+    # "beginner"), is not filler for that row.
+    stems = (
+        flat.with_row_index("i")
+        .select("i", "w", pl.col("b").str.split(" ").alias("q"))
+        .explode("q")
+        .filter(pl.col("q").str.len_chars() >= 3)
+        .filter(
+            pl.col("w").str.starts_with(pl.col("q"))
+            | pl.col("q").str.starts_with(pl.col("w").str.slice(0, 5))
+        )
+    )["i"]
+    absent = (
+        flat.with_row_index("i")
+        .select(
+            ~pl.col("b").str.contains(pl.lit(" ") + pl.col("w") + pl.lit(" "), literal=True)
+            & ~pl.col("i").is_in(stems.unique().implode())
+        )
+        .to_series()
+    )
     absent_np = absent.to_numpy()
     has[candidate[per_row_sum(absent_np, lengths) > 0]] = True
     return _Fillers(has, np.repeat(candidate, lengths)[absent_np], flat["w"].filter(absent))

@@ -239,6 +239,33 @@ def test_lex_filler_on_every_line_is_flagged_unless_the_query_has_the_word():
     assert flags_of([padded, honest, partly]) == [["lex_filler"], [], []]
 
 
+def test_a_filler_word_sharing_a_stem_with_the_query_is_not_filler():
+    api = full("api doc", lex=("API documentation endpoints", "REST API docs developer guide"))
+    guided = full("guided meditation", lex=("meditation guide breathing", "body scan guides"))
+    padded = full("api doc", lex=("api doc overview", "api doc tutorial"))
+    assert flags_of([api, guided, padded], actions={"echo": "off"}) == [[], [], ["lex_filler"]]
+
+
+def test_a_row_is_boilerplate_by_its_vec_lines_only_when_every_vec_line_is_a_template():
+    vec = "visitor information for the place"
+    towns = "oslo lima rome kyiv baku doha riga oran tunis quito lagos minsk".split()
+    rows = [
+        full(
+            f"place {i}",
+            hyde=f"Hyde {i} about its own place and nothing else at all.",
+            vec=(vec, f"how far is it from {town} by train"),
+        )
+        for i, town in enumerate(towns)
+    ]
+    only_template = [
+        full(f"spot {i}", hyde=f"Hyde {i} about its own spot and nothing else at all.", vec=(vec,))
+        for i in range(12)
+    ]
+    flags = flags_of(rows + only_template, actions={"lex_longer": "off"})
+    assert all("boilerplate:vec" not in f for f in flags[:12])
+    assert all("boilerplate:vec" in f for f in flags[12:])
+
+
 def test_lex_filler_fix_removes_the_words_the_query_lacks():
     record_ = full("sourdough bread", lex=("sourdough starter overview", "bread hydration ratio tutorial"))
     result = run([record_], fix="lex_filler")
@@ -389,7 +416,7 @@ def test_boilerplate_and_filler_are_rejected_by_default():
     padded = full(
         "orchestra sections",
         hyde="The four sections of an orchestra are strings, woodwinds, brass and percussion.",
-        lex=("orchestra overview sections guide", "orchestra sections tips"),
+        lex=("orchestra overview sections guide", "orchestra sections tutorial"),
         vec=("which instrument families sit in each part of a symphony orchestra",),
     )
     result = clean.run(records_to_frame([*template, padded]))
