@@ -47,13 +47,18 @@ def file_of(source: str) -> str:
 def junk_rules(frame: pl.DataFrame, samples: int, seed: int) -> dict:
     flagged = clean.run(frame, keep_flagged=True).kept
     default = clean.run(frame)
-    removed = Counter(
-        reason for reason in default.rejected["_reason"].to_list()
-    )  # by the reason that won
+    removed = Counter(reason for reason in default.rejected["_reason"].to_list())  # by the reason that won
     out: dict = {"rows": frame.height, "kept_by_default": default.kept.height, "rules": {}}
     rng = random.Random(seed)
     rows = flagged.select("query", "output", "_source", "flags").to_dicts()
-    labels = sorted({f.split(":")[0] + (":" + f.split(":")[1] if f.startswith("degenerate") else "") for r in rows for f in r["flags"] if f.split(":")[0] in JUNK})
+    labels = sorted(
+        {
+            f.split(":")[0] + (":" + f.split(":")[1] if f.startswith("degenerate") else "")
+            for r in rows
+            for f in r["flags"]
+            if f.split(":")[0] in JUNK
+        }
+    )
     for label in labels:
         hits = [r for r in rows if any(f == label or f.startswith(label + ":") for f in r["flags"])]
         per_file = Counter(file_of(r["_source"]) for r in hits)
@@ -73,11 +78,12 @@ def boilerplate_sweep(frame: pl.DataFrame) -> dict:
     sweep = {}
     only = {name: "off" for name in clean.RULE_NAMES if name != "boilerplate"}
     for threshold in (3, 5, 10, 20, 50, 100):
-        kept = clean.run(
-            frame, keep_flagged=True, actions=only, boilerplate_min_queries=threshold
-        ).kept
+        kept = clean.run(frame, keep_flagged=True, actions=only, boilerplate_min_queries=threshold).kept
         hit = kept.filter(pl.col("flags").list.len() > 0)
-        sweep[threshold] = {"rows": hit.height, "per_file": dict(Counter(map(file_of, hit["_source"])).most_common())}
+        sweep[threshold] = {
+            "rows": hit.height,
+            "per_file": dict(Counter(map(file_of, hit["_source"])).most_common()),
+        }
     return sweep
 
 
@@ -90,7 +96,11 @@ def deductions(frame: pl.DataFrame, rubric: str) -> dict:
         for name, pattern in DEDUCTIONS.items():
             if any(pattern.search(d) for d in result.deductions):
                 counts[name] += 1
-    return {"rows": frame.height, "mean": round(sum(scores) / max(1, len(scores)), 2), **{k: counts[k] for k in DEDUCTIONS}}
+    return {
+        "rows": frame.height,
+        "mean": round(sum(scores) / max(1, len(scores)), 2),
+        **{k: counts[k] for k in DEDUCTIONS},
+    }
 
 
 def fix_effects(frame: pl.DataFrame) -> dict:
@@ -103,7 +113,9 @@ def fix_effects(frame: pl.DataFrame) -> dict:
         changed = int((before["output"] != after["output"]).sum())
         effects[fix] = {
             "rows_changed": changed,
-            "counts": {k: v for k, v in result.counts.items() if k.startswith("fixed:") or k == "flagged:hyde_length"},
+            "counts": {
+                k: v for k, v in result.counts.items() if k.startswith("fixed:") or k == "flagged:hyde_length"
+            },
             **{r: deductions(after, r) for r in ("v1", "v2")},
         }
     return effects

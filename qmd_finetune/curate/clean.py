@@ -288,6 +288,7 @@ def run(
     other_kind = items.other_kind
 
     counts: dict[str, int] = {}
+    fixed: dict[str, np.ndarray] = {}  # rows each fix changed; counted over the kept rows at the end
     want_drop = np.zeros(items.n, dtype=bool)
     if "echo" in fixing:
         want_drop |= echo
@@ -298,7 +299,7 @@ def run(
         drop |= other_kind
     for name, mask in (("echo", echo), ("boilerplate", boiler), ("only_mode_other_kinds", other_kind)):
         if name in fixing:
-            counts[f"fixed:{name}"] = int((items.count(drop & mask) > 0).sum())
+            fixed[name] = items.count(drop & mask) > 0
     echo &= ~drop
     boiler &= ~drop
 
@@ -306,20 +307,20 @@ def run(
     fixed_rows = np.zeros(len(padded_row), dtype=bool)
     if "lex_filler" in fixing:
         new_text, filler_rows = _remove_fillers(items, fillers, padded_row, drop)
-        counts["fixed:lex_filler"] = int(filler_rows.sum())
+        fixed["lex_filler"] = filler_rows
         padded_row &= ~filler_rows
         fixed_rows |= filler_rows
     lo, hi = int(settings["hyde_min_chars"]), int(settings["hyde_max_chars"])
     if "hyde_length" in fixing:
         new_text, trimmed_rows = _trim_hydes(items, new_text, drop, lo, hi)
-        counts["fixed:hyde_length"] = int(trimmed_rows.sum())
+        fixed["hyde_length"] = trimmed_rows
         fixed_rows |= trimmed_rows
     text = new_text if new_text is not None else items.text
     longer = _lex_longer(items, text, ~drop)
     if "lex_longer" in fixing:
         shorten = _long_lex_lines(items, text, ~drop)
         drop |= shorten
-        counts["fixed:lex_longer"] = int((items.count(shorten) > 0).sum())
+        fixed["lex_longer"] = items.count(shorten) > 0
         longer = _lex_longer(items, text, ~drop)
     live = ~drop
     degenerate = pl.Series("degenerate", [None] * data.height, dtype=pl.Utf8)
@@ -386,6 +387,9 @@ def run(
     # Fixes apply to kept rows only: the ledger keeps what a rejected row held.
     rejected = marked.filter(pl.col(REASON).is_not_null()).select(*columns, REASON)
 
+    is_kept = rows[REASON].is_null().to_numpy()
+    for name, mask in fixed.items():
+        counts[f"fixed:{name}"] = int((mask & is_kept).sum())
     breakdown = _flag_breakdown(kept)
     if kept.height:  # rows per rule (a row flagged boilerplate:hyde and boilerplate:vec counts once)
         rules_per_row = kept.select(
@@ -745,11 +749,18 @@ def _lex_longer(items: _Items, text: pl.Series, live: np.ndarray) -> np.ndarray:
 
 
 def _long_lex_lines(items: _Items, text: pl.Series, live: np.ndarray) -> np.ndarray:
-    """Lex items longer than their row's mean vec line, when at least one lex line stays."""
+    """On rows whose lex lines are longer than their vec lines: the lex items longer than the
+    row's mean vec line, when at least one lex line stays."""
+    longer = _lex_longer(items, text, live)
     _, vec_mean = _kind_means(items, text, live)
     length = text.str.len_chars().to_numpy()
     with np.errstate(invalid="ignore"):
-        long = items.is_lex & live & (length > np.nan_to_num(vec_mean, nan=np.inf)[items.row])
+        long = (
+            items.is_lex
+            & live
+            & longer[items.row]
+            & (length > np.nan_to_num(vec_mean, nan=np.inf)[items.row])
+        )
     survivors = items.count(items.is_lex & live & ~long)
     return long & (survivors[items.row] > 0)
 
