@@ -1,12 +1,17 @@
-"""Training quality: does curation make a better expansion model? (CPU, the embedded model)
+"""Model quality: does curation make a better expansion model? (CPU, the embedded model)
 
-Three numbers on ../shared/data/qmd-reference/eval_queries.txt, mean reward (%):
-  base     the embedded SmolLM2-135M-Instruct as it ships
-  curated  after LoRA SFT on the curated reference data (`curate balance`)
-  raw      after LoRA SFT, same steps and settings, on the raw concatenation of the files
-Prints ratios against the base measured in the same run; writes a JSON summary.
+The same SFT recipe (configs/sft.yaml unless --config, with --set overrides) is trained on
+  raw      the raw concatenation of ../shared/data/qmd-reference/*.jsonl
+  curated  the same files after `curate balance` (plus --curate-args)
+and compared with the base SmolLM2-135M-Instruct on eval_queries.txt. Per model: mean reward
+under rubric v1 and v2, per category, the format-complete rate (answers with lex and vec, or
+the asked kind in only mode), the echo rate (answers with a lex line that echoes the query),
+the distinct-lex ratio (distinct lex lines / lex lines), the quality-gate pass rate, and the
+train and eval time. Prints points against base and raw measured in the same run; writes
+bench.json and bench.png into --out.
 
     .venv/bin/python bench/train_quality.py --steps 120 --out out/bench-train
+    .venv/bin/python bench/train_quality.py --runs curated --set learning_rate=1e-3 --set lora_r=16
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
+from statistics import mean
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -27,88 +35,128 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "data" / "qmd-reference"
+RUBRICS = ("v1", "v2")
 
 
-def curate_with_pipeline(inputs: list[Path], output: Path) -> bool:
-    """``curate balance`` (issue 3) through its CLI; False when it is not available or fails."""
-    try:
-        import qmd_finetune.curate.pipeline  # noqa: F401
-    except ImportError:
-        return False
-    curate = Path(sys.executable).parent / "curate"
-    if not curate.exists():
-        return False
-    args = [str(curate), "balance", "--output", str(output)]
-    for path in inputs:
-        args += ["--input", str(path)]
+def curate(inputs: list[Path], output: Path, extra: list[str]) -> None:
+    """``curate balance`` through its CLI, as a user runs it."""
+    args = [str(Path(sys.executable).parent / "curate"), "balance", "--output", str(output)]
+    args += ["--input", *map(str, inputs), *extra]
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0 or not output.is_file():
-        print(f"curate balance failed ({done.returncode}): {done.stderr[-500:]}", file=sys.stderr)
-        return False
-    return True
+        sys.exit(f"curate balance failed ({done.returncode}): {done.stderr[-800:]}")
 
 
-def curate_minimal(inputs: list[Path], output: Path) -> int:
-    """Fallback: modernize only-mode spelling, keep the best-scoring row per query, drop < 70."""
-    from qmd_finetune.records import modernize_only, render
-    from qmd_finetune.reward import score
-    from qmd_finetune.training.prepare import read_input
+def answer_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rubric means (v1, v2), per category, and the format measures over one model's answers."""
+    from qmd_finetune import quality
+    from qmd_finetune.records import only_mode, parse_prefixed
+    from qmd_finetune.reward import echoes, score
 
-    records, _ = read_input(list(inputs))
-    best: dict[str, tuple[float, dict]] = {}
-    for record in records:
-        record.query, _ = modernize_only(record.query)
-        pct = score(record.query, render(record.output)).percentage
-        key = record.query.strip().lower()
-        if pct >= 70 and (key not in best or pct > best[key][0]):
-            best[key] = (pct, record.to_dict())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as handle:
-        for _, row in best.values():
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return len(best)
+    per_rubric: dict[str, list[float]] = {r: [] for r in RUBRICS}
+    categories: dict[str, dict[str, list[float]]] = defaultdict(lambda: {r: [] for r in RUBRICS})
+    complete = echo = gate_pass = 0
+    lex_total = lex_distinct = 0
+    for row in results:
+        query, text = row["query"], row["output"]
+        for rubric in RUBRICS:
+            pct = score(query, text, rubric=rubric).percentage
+            per_rubric[rubric].append(pct)
+            categories[row["category"]][rubric].append(pct)
+        items, _ = parse_prefixed(text)
+        kinds = {kind for kind, _ in items}
+        base, only = only_mode(query)
+        complete += (only in kinds) if only else {"lex", "vec"} <= kinds
+        lex = [t for k, t in items if k == "lex"]
+        echo += any(echoes(line, base) for line in lex)
+        lex_total += len(lex)
+        lex_distinct += len({line.strip().lower() for line in lex})
+        gate_pass += not quality.check_text(query, text)
+    n = len(results)
+    return {
+        "n": n,
+        "mean": {r: round(mean(v), 2) for r, v in per_rubric.items()},
+        "categories": {
+            name: {"n": len(v["v2"]), **{r: round(mean(v[r]), 1) for r in RUBRICS}}
+            for name, v in sorted(categories.items())
+        },
+        "format_complete": round(complete / n, 3),
+        "echo_rate": round(echo / n, 3),
+        "distinct_lex": round(lex_distinct / lex_total, 3) if lex_total else None,
+        "gate_pass": round(gate_pass / n, 3),
+    }
 
 
-def drop_flagged(curated: Path, output: Path) -> int:
-    """Curated rows minus those `curate clean` flagged as boilerplate or lex filler (flags kept by default)."""
-    from qmd_finetune.training.prepare import read_input
+def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Mean reward per model under both rubrics, and per category (v2)."""
+    import matplotlib
 
-    records, _ = read_input([curated])
-    kept = [
-        r
-        for r in records
-        if not any(str(f).startswith(("boilerplate", "lex_filler")) for f in r.extra.get("flags") or [])
-    ]
-    output.write_text(
-        "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
-    )
-    return len(kept)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    cats = sorted({c for r in results.values() for c in r["categories"]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 2.4]})
+    width = 0.38
+    for i, rubric in enumerate(RUBRICS):
+        xs = [j + (i - 0.5) * width for j in range(len(names))]
+        left.bar(xs, [results[n]["mean"][rubric] for n in names], width, label=f"rubric {rubric}")
+    left.set_xticks(range(len(names)), names)
+    left.set_ylim(0, 100)
+    left.set_ylabel("mean reward (%)")
+    left.set_xlabel("model")
+    left.set_title("eval_queries.txt")
+    left.legend(loc="lower right")
+    step = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * step for j in range(len(cats))]
+        values = [results[name]["categories"].get(c, {}).get("v2", 0) for c in cats]
+        right.bar(xs, values, step, label=name)
+    right.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
+    right.set_ylim(0, 100)
+    right.set_ylabel("mean reward, rubric v2 (%)")
+    right.set_xlabel("eval category")
+    right.set_title("per category")
+    right.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            sys.exit(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=120, help="SFT steps for each of the two runs")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "sft.yaml", help="SFT recipe")
+    parser.add_argument("--set", action="append", default=[], help="recipe override key=value (repeat)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="max_steps for each run (default: the recipe's)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--decoding", default="safe", choices=["free", "safe", "strict"])
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench-train")
     parser.add_argument("--reference", type=Path, default=REFERENCE)
-    parser.add_argument("--minimal-curation", action="store_true", help="skip `curate balance`")
-    parser.add_argument(
-        "--runs",
-        default="base,curated,raw",
-        help="comma list of base, curated, raw, strict (strict: curated minus rows clean flagged "
-        "as boilerplate or lex filler)",
-    )
+    parser.add_argument("--curate-args", default="", help="extra `curate balance` flags, one string")
+    parser.add_argument("--only-variants", action="store_true", help="train prepare --only-variants")
+    parser.add_argument("--runs", default="base,raw,curated", help="comma list of base, raw, curated")
     args = parser.parse_args()
 
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import datasets
     import transformers
 
@@ -116,11 +164,15 @@ def main() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-    from qmd_finetune.training.config import SFTRunConfig, build_config
+    from qmd_finetune.training.config import SFTRunConfig, load_config
     from qmd_finetune.training.evaluate import evaluate
     from qmd_finetune.training.prepare import prepare
     from qmd_finetune.training.sft import run_sft
 
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = set(runs) - {"base", "raw", "curated"}
+    if unknown:
+        sys.exit(f"unknown run(s): {', '.join(sorted(unknown))}")
     inputs = sorted(args.reference.glob("*.jsonl"))
     queries = args.reference / "eval_queries.txt"
     out = args.out
@@ -128,60 +180,53 @@ def main() -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.monotonic()
-
-    curated = out / "curated.jsonl"
-    method = "curate balance (qmd_finetune.curate pipeline)"
-    if args.minimal_curation or not curate_with_pipeline(inputs, curated):
-        curate_minimal(inputs, curated)
-        method = (
-            "MINIMAL fallback curation (modernize only-mode, dedup by query keeping best score, drop < 70)"
-        )
-    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-    sources = {"curated": [curated], "raw": inputs}
-    if "strict" in runs:
-        strict = out / "curated-strict.jsonl"
-        kept = drop_flagged(curated, strict)
-        sources["strict"] = [strict]
-        print(f"strict: {kept} rows without boilerplate/lex_filler flags", flush=True)
+    sources: dict[str, list[Path]] = {"raw": inputs}
+    if "curated" in runs:
+        curate(inputs, out / "curated.jsonl", args.curate_args.split())
+        sources["curated"] = [out / "curated.jsonl"]
     prep = {}
-    for name, files in sources.items():
-        if name not in runs:
-            continue
-        prep[name] = prepare(
-            files, out / f"data-{name}", val_split=0.05, seed=42, with_only_variants=True
-        ).info
-        print(f"prepared {name}: {prep[name]['counts']}", flush=True)
+    for name in [r for r in ("raw", "curated") if r in runs]:
+        # The reference data has no split column: prepare splits it (5% val), same seed for both.
+        info = prepare(
+            sources[name],
+            out / f"data-{name}",
+            val_split=0.05,
+            seed=42,
+            with_only_variants=args.only_variants,
+        )
+        prep[name] = info.info["counts"]
+        print(f"prepared {name}: {prep[name]}", flush=True)
 
-    results: dict[str, dict] = {}
+    results: dict[str, dict[str, Any]] = {}
 
     def run_eval(name: str, model: str) -> None:
         t0 = time.monotonic()
         report = evaluate(
-            model, queries, batch_size=8, max_new_tokens=args.max_new_tokens, limit=args.eval_limit
-        )
+            model, queries, batch_size=8, max_new_tokens=args.max_new_tokens, limit=args.eval_limit,
+            decoding=args.decoding,
+        )  # fmt: skip
         (out / f"eval-{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        results.setdefault(name, {}).update(mean=report["mean"], eval_seconds=round(time.monotonic() - t0, 1))
-        print(f"eval {name}: mean {report['mean']:.1f}% ({results[name]['eval_seconds']}s)", flush=True)
+        metrics = answer_metrics(report["results"])
+        metrics["eval_seconds"] = round(time.monotonic() - t0, 1)
+        results.setdefault(name, {}).update(metrics)
+        m = metrics["mean"]
+        print(f"eval {name}: v1 {m['v1']:.1f}%  v2 {m['v2']:.1f}%  ({metrics['eval_seconds']}s)", flush=True)
 
     if "base" in runs:
         run_eval("base", "local/smollm2")
-    for name in [r for r in ("curated", "raw", "strict") if r in runs]:
-        config = build_config(
+    overrides = parse_sets(args.set)
+    if args.steps is not None:
+        overrides["max_steps"] = str(args.steps)
+    if args.threads:
+        overrides["torch_num_threads"] = str(args.threads)
+    recipe: dict[str, Any] = {}
+    for name in [r for r in ("raw", "curated") if r in runs]:
+        config = load_config(
             SFTRunConfig,
-            {
-                "dataset": str(out / f"data-{name}"),
-                "output_dir": str(out / f"sft-{name}"),
-                "max_steps": args.steps,
-                "per_device_train_batch_size": args.batch_size,
-                "gradient_accumulation_steps": 1,
-                "learning_rate": args.learning_rate,
-                "lora_r": 32,
-                "lora_alpha": 64,
-                "logging_steps": max(1, args.steps // 10),
-                "save_steps": args.steps * 10,
-                "torch_num_threads": args.threads,
-            },
+            args.config,
+            {**overrides, "dataset": str(out / f"data-{name}"), "output_dir": str(out / f"sft-{name}")},
         )
+        recipe = {k: v for k, v in vars(config).items() if k not in ("dataset", "output_dir")}
         info = run_sft(config, log=lambda m, tag=name: print(f"  [{tag}] {m}", flush=True))
         results[name] = {
             "train_seconds": info["seconds"],
@@ -190,29 +235,46 @@ def main() -> None:
         }
         run_eval(name, str(out / f"sft-{name}" / "merged"))
 
-    base = results.get("base", {}).get("mean", 0.0)
-    print()
-    print(f"curation: {method}")
-    print("train rows: " + ", ".join(f"{name} {p['counts']['train']}" for name, p in prep.items()))
+    base = results.get("base", {}).get("mean")
     raw = results.get("raw", {}).get("mean")
-    print(
-        f"{'model':10} {'mean %':>8} {'vs base':>9} {'vs raw':>7} {'steps':>6} {'train s':>8} {'eval s':>7}"
-    )
+    print()
+    print("train rows: " + ", ".join(f"{name} {c['train']}" for name, c in prep.items()))
+    head = f"{'model':8} {'v1 %':>6} {'v2 %':>6} {'v1 vs base':>10} {'v1 vs raw':>9} {'complete':>8}"
+    print(head + f" {'echo':>5} {'dist.lex':>8} {'gate ok':>7} {'steps':>5} {'train min':>9} {'eval s':>6}")
     for name in runs:
         r = results[name]
-        vs_raw = f"{r['mean'] / raw:.2f}x" if raw else "n/a"
+        vs_base = f"{r['mean']['v1'] - base['v1']:+.1f}p" if base else "n/a"
+        vs_raw = f"{r['mean']['v1'] - raw['v1']:+.1f}p" if raw and name != "raw" else "n/a"
         print(
-            f"{name:10} {r['mean']:8.1f} {r['mean'] - base:+8.1f}p {vs_raw:>7} {r.get('steps', 0):6} "
-            f"{r.get('train_seconds', 0):8.0f} {r['eval_seconds']:7.0f}"
+            f"{name:8} {r['mean']['v1']:6.1f} {r['mean']['v2']:6.1f} {vs_base:>10} {vs_raw:>9} "
+            f"{r['format_complete']:8.0%} {r['echo_rate']:5.0%} {r['distinct_lex'] or 0:8.2f} {r['gate_pass']:7.0%} "
+            f"{r.get('steps', 0):5} {r.get('train_seconds', 0) / 60:9.1f} {r['eval_seconds']:6.0f}"
         )
     if "curated" in results and "raw" in results:
-        print(f"curated - raw: {results['curated']['mean'] - results['raw']['mean']:+.1f} points")
-    for name in ("curated", "strict"):
-        if name in results:
-            print(f"{name}: target mean >= 80%: {'met' if results[name]['mean'] >= 80 else 'not met'}")
-    print(f"total wall time {time.monotonic() - started:.0f}s")
-    summary = {"curation": method, "steps": args.steps, "results": results, "prepare": prep}
+        for rubric in RUBRICS:
+            delta = results["curated"]["mean"][rubric] - results["raw"]["mean"][rubric]
+            print(f"curated - raw ({rubric}): {delta:+.1f} points")
+    cats = sorted({c for r in results.values() for c in r["categories"]})
+    print(f"\n{'category (v1/v2)':24}" + "".join(f"{name:>14}" for name in runs))
+    for cat in cats:
+        cells = []
+        for name in runs:
+            c = results[name]["categories"].get(cat)
+            cells.append(f"{c['v1']:6.1f}/{c['v2']:5.1f}" if c else "")
+        print(f"{cat:24}" + "".join(f"{cell:>14}" for cell in cells))
+    print(f"total wall time {time.monotonic() - started:.0f}s; load {os.getloadavg()[0]:.2f}")
+    summary = {
+        "recipe": recipe,
+        "config": str(args.config),
+        "decoding": args.decoding,
+        "curate_args": args.curate_args,
+        "load_average": os.getloadavg(),
+        "prepare": prep,
+        "results": results,
+    }
     (out / "bench.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    chart(results, out / "bench.png")
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
 
 
 if __name__ == "__main__":

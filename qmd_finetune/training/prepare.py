@@ -160,10 +160,14 @@ def stratum(record: Record) -> str:
 
 
 def split_records(records: list[Record], val_split: float, seed: int) -> tuple[list[Record], list[Record]]:
-    """Seeded split, stratified by category; all rows of one (case-folded) query stay together."""
+    """Seeded split, stratified by category; all rows of one query stay together.
+
+    A query is case-folded and taken without its only-mode suffix, so ``x`` and ``x /only:lex``
+    land on the same side.
+    """
     groups: dict[str, list[Record]] = defaultdict(list)
     for record in records:
-        groups[record.query.strip().lower()].append(record)
+        groups[_key(record)].append(record)
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for key, members in groups.items():
         by_stratum[stratum(members[0])].append(key)
@@ -174,8 +178,8 @@ def split_records(records: list[Record], val_split: float, seed: int) -> tuple[l
         rng.shuffle(keys)
         n_val = round(len(keys) * val_split) if len(keys) > 1 else 0
         val_keys.update(keys[:n_val])
-    train = [r for r in records if r.query.strip().lower() not in val_keys]
-    val = [r for r in records if r.query.strip().lower() in val_keys]
+    train = [r for r in records if _key(r) not in val_keys]
+    val = [r for r in records if _key(r) in val_keys]
     return train, val
 
 
