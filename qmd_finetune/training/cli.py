@@ -176,7 +176,12 @@ def evaluate_command(
         help="Adapter dir, merged model dir, a train sft output dir (its merged/, else adapter/), or local/smollm2.",
     ),
     queries: Path = typer.Option(
-        ..., "--queries", "-q", help="Query list (# headings = categories) or JSONL."
+        None, "--queries", "-q", help="Query list (# headings = categories) or JSONL."
+    ),
+    retrieval: Path = typer.Option(
+        None,
+        "--retrieval",
+        help="Instead of --queries: a BEIR dir or a records JSONL (known-item); adds retrieval metrics.",
     ),
     compare: str = typer.Option(None, "--compare", help="Another model, or a report.json, to diff against."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
@@ -207,21 +212,39 @@ def evaluate_command(
         problems.append(f"--dtype must be auto, fp32 or bf16, not {dtype!r}")
     if decoding not in {"free", "safe", "strict"}:
         problems.append(f"--decoding must be free, safe or strict, not {decoding!r}")
+    if (queries is None) == (retrieval is None):
+        problems.append("give --queries or --retrieval (exactly one)")
+    collection = None
+    if retrieval is not None:
+        from qmd_finetune.training import retrieval as rt
+
+        try:
+            collection = rt.load_collection(retrieval).limit(limit)
+        except (FileNotFoundError, ValueError) as exc:
+            problems.append(f"--retrieval: {exc}")
     if problems:
         _fail("\n".join(problems), code=2)
     _quiet_libraries(threads)
     try:
-        report = ev.evaluate(model, queries, batch_size, max_new_tokens, dtype, limit, decoding)
+
+        def run(name: str) -> dict:
+            if collection is not None:
+                return rt.evaluate_model(name, collection, batch_size, max_new_tokens, dtype, decoding)
+            return ev.evaluate(name, queries, batch_size, max_new_tokens, dtype, limit, decoding)
+
+        report = run(model)
         console.print(f"evaluated: {report['loaded']}", highlight=False)
         if compare:
-            if compare.endswith(".json"):
-                other = ev.load_report(compare)
-            else:
-                other = ev.evaluate(compare, queries, batch_size, max_new_tokens, dtype, limit, decoding)
+            other = ev.load_report(compare) if compare.endswith(".json") else run(compare)
             report["compare"] = ev.compare(report, other)
+            if "retrieval" in other:
+                report["compare"]["retrieval"] = {"metrics": other["retrieval"]["metrics"]}
     except (FileNotFoundError, ModelLoadError, ValueError) as exc:
         _fail(str(exc))
     _print_report(report, show)
+    if "retrieval" in report:
+        for line in rt.table_lines(report["retrieval"], report.get("compare", {}).get("retrieval")):
+            console.print(line, highlight=False, markup=False)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

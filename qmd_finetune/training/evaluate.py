@@ -137,7 +137,7 @@ def prompt_format(source: ModelSource) -> PromptFormat:
 
 def argument_problems(
     model: str,
-    queries: Path,
+    queries: Path | None,
     compare: str | None = None,
     outputs: dict[str, Path | None] | None = None,
     numbers: dict[str, int | None] | None = None,
@@ -155,7 +155,7 @@ def argument_problems(
     except ModelLoadError as exc:
         problems.append(f"--model: {exc}")
     try:
-        if not read_eval_queries(queries):
+        if queries is not None and not read_eval_queries(queries):
             problems.append(f"--queries: no queries in {queries}")
     except (FileNotFoundError, ValueError) as exc:
         problems.append(f"--queries: {exc}")

@@ -281,6 +281,19 @@ def known_item_collection(
     return Collection(name, doc_ids, doc_texts, query_ids, queries, qrels, gold, counts)
 
 
+def held_out_by_query(records: Sequence[Record], fraction: float = 0.1, seed: int = 0) -> list[bool]:
+    """A seeded test split by query: a record is held out when the hash of its :func:`query_key`
+    falls under ``fraction``, so every copy of a query (any case, only-mode or not) lands on
+    the same side whatever the file order. Training data is then filtered by the same keys."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"held-out fraction must be between 0 and 1, got {fraction}")
+    limit = int(fraction * 2**32)
+    return [
+        int.from_bytes(hashlib.sha256(f"{seed}:{query_key(r.query)}".encode()).digest()[:4], "big") < limit
+        for r in records
+    ]
+
+
 def read_records_strict(paths: Sequence[str | Path]) -> list[Record]:
     """Records from JSONL files; the first unreadable row is an error naming file:line."""
     from qmd_finetune.training.prepare import read_input
@@ -509,7 +522,9 @@ def evaluate_answers(
     lexical = sorted({*collection.queries, *(t for its in items for k, t in its if k == "lex")})
     semantic = sorted({*collection.queries, *(t for its in items for k, t in its if k != "lex")})
     bm25 = dict(zip(lexical, searcher.search_bm25(lexical)))
+    bm25_seconds = time.monotonic() - t0
     dense = dict(zip(semantic, searcher.search_dense(semantic)))
+    dense_seconds = time.monotonic() - t0 - bm25_seconds
     position = {doc: i for i, doc in enumerate(collection.doc_ids)}
     totals = {name: dict.fromkeys([*(f"recall@{c}" for c in CUTOFFS), "mrr@10"], 0.0) for name in LISTS}
     results = []
@@ -542,6 +557,9 @@ def evaluate_answers(
         "embedding_cache": "hit" if searcher.cache_hit else "miss",
         "index_seconds": round(index_seconds, 2),
         "search_seconds": round(time.monotonic() - t0, 2),
+        "bm25_seconds": round(bm25_seconds, 2),
+        "dense_seconds": round(dense_seconds, 2),
+        "texts": {"bm25": len(lexical), "dense": len(semantic)},
     }
     if per_query:
         report["results"] = results
@@ -554,6 +572,7 @@ def evaluate_model(
     batch_size: int = 8,
     max_new_tokens: int = 256,
     dtype: str = "auto",
+    decoding: str = "safe",
     cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Generate the model's answers for the collection's queries; the ``train eval`` report
@@ -571,13 +590,14 @@ def evaluate_model(
     model = load_model(source, dtype=torch_dtype, merge=True)
     fmt = ev.prompt_format(source)
     start = time.monotonic()
-    outputs = ev.generate(model, tokenizer, collection.queries, fmt, batch_size, max_new_tokens)
+    outputs = ev.generate(model, tokenizer, collection.queries, fmt, batch_size, max_new_tokens, decoding)
     seconds = time.monotonic() - start
     del model
     queries = [ev.EvalQuery(q, ev.DEFAULT_CATEGORY) for q in collection.queries]
     report = ev.build_report(
         model_name, source, queries, outputs, fmt, collection.name, seconds, str(torch_dtype)
     )
+    report["decoding"] = decoding
     report["retrieval"] = evaluate_answers(collection, outputs, cache_dir=cache_dir)
     return report
 

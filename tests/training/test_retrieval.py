@@ -237,3 +237,72 @@ def test_corpus_embeddings_are_cached_by_corpus_and_model(tmp_path: Path) -> Non
     assert (first.cache_hit, again.cache_hit, other.cache_hit) == (False, True, False)
     assert len(list(tmp_path.glob("*.npy"))) == 2
     assert (again.doc_vectors == first.doc_vectors).all()
+
+
+# ---------------------------------------------------------------- train eval --retrieval
+
+
+def test_eval_retrieval_bad_collection_fails_with_file_and_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from qmd_finetune.training.cli import app
+
+    root = write_beir(tmp_path / "c", ['{"_id": "d1", "text": "a"}', "{oops"], GOOD_QUERIES, "q1\td1\t1\n")
+    result = CliRunner().invoke(app, ["eval", "--model", "local/smollm2", "--retrieval", str(root)])
+    assert result.exit_code == 2
+    assert f"--retrieval: {root / 'corpus.jsonl'}:2: not JSON" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_eval_needs_exactly_one_of_queries_and_retrieval(tmp_path: Path, queries_file: Path) -> None:
+    from typer.testing import CliRunner
+
+    from qmd_finetune.training.cli import app
+
+    root = write_beir(tmp_path / "c", GOOD_CORPUS, GOOD_QUERIES, "q1\td1\t1\n")
+    for args in ([], ["--queries", str(queries_file), "--retrieval", str(root)]):
+        result = CliRunner().invoke(app, ["eval", "--model", "local/smollm2", *args])
+        assert result.exit_code == 2
+        assert "give --queries or --retrieval (exactly one)" in result.output
+
+
+@pytest.mark.slow
+def test_eval_retrieval_generates_answers_and_reports_rubric_and_retrieval(
+    tmp_path: Path, records_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from qmd_finetune.training.cli import app
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "report.json"
+    args = [
+        "eval",
+        "--model",
+        "local/smollm2",
+        "--retrieval",
+        str(records_file),
+        "--limit",
+        "2",
+        "-o",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, [*args, "--max-new-tokens", "48", "--dtype", "fp32", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == 2 and len(report["results"]) == 2
+    retrieval = report["retrieval"]
+    assert retrieval["queries"] == 2 and set(retrieval["metrics"]) == set(rt.LISTS)
+    assert all(0 <= m["mrr@10"] <= 1 for m in retrieval["metrics"].values())
+    assert "hybrid" in result.output and "R@10" in result.output
+    assert list((tmp_path / "cache" / "qmd-finetune" / "embeddings").glob("*.npy"))
+
+
+def test_held_out_split_keeps_every_copy_of_a_query_on_one_side() -> None:
+    queries = [f"query number {i}" for i in range(400)]
+    records = [rec(q, "P.") for q in queries] + [rec(q.upper() + " /only:lex", "P.") for q in queries]
+    held = rt.held_out_by_query(records, fraction=0.1, seed=3)
+    assert held[:400] == held[400:]
+    assert 20 <= sum(held[:400]) <= 60  # about 10% of 400
+    assert rt.held_out_by_query(records, fraction=0.1, seed=3) == held
+    assert rt.held_out_by_query(records, fraction=0.1, seed=4) != held
