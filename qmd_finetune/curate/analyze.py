@@ -117,10 +117,8 @@ def compute_stats(
     examples: int = 3,
     score: bool = True,
     clusters: int = 10,
-    score_bins: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Statistics of a record frame; scores rows first when ``score`` and no score column.
-    ``score_bins`` fixes the score histogram's edges (a report compares it with another's)."""
+    """Statistics of a record frame; scores rows first when ``score`` and no score column."""
     if score and "score" not in frame.columns and frame.height:
         from qmd_finetune.reward import score_frame
 
@@ -159,7 +157,7 @@ def compute_stats(
     stats["query_chars"] = distribution(frame.get_column("query").str.len_chars().to_numpy())
 
     if "score" in frame.columns:
-        stats["score"] = _score_stats(frame, categories, bins=score_bins)
+        stats["score"] = _score_stats(frame, categories)
     if "flags" in frame.columns:
         flags = frame.select(pl.col("flags").explode().drop_nulls()).get_column("flags")
         stats["flags"] = _value_counts(flags)
@@ -198,14 +196,10 @@ def _item_stats(frame: pl.DataFrame) -> dict[str, Any]:
 
 
 def _score_stats(
-    frame: pl.DataFrame,
-    categories: pl.Series,
-    bins: list[float] | None = None,
-    top: int = 12,
-    worst: int = 10,
+    frame: pl.DataFrame, categories: pl.Series, top: int = 12, worst: int = 10
 ) -> dict[str, Any]:
     scores = frame.get_column("score").drop_nulls().to_numpy()
-    stats = distribution(scores, bins=bins or 20)
+    stats = distribution(scores, bins=20)
     stats["share_ge_70"] = round(float((scores >= 70).mean()), 4) if scores.size else 0.0
     if "rating" in frame.columns:
         ratings = _value_counts(frame.get_column("rating").fill_null("none"))

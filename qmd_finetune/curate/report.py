@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from qmd_finetune.curate import report_browser
-from qmd_finetune.curate.analyze import compute_stats
+from qmd_finetune.curate.analyze import compute_stats, distribution
 from qmd_finetune.curate.report_sections import card, dataset_sections, esc, run_section
 from qmd_finetune.curate.summary import reason_kind
 from qmd_finetune.io import atomic_write, read_frame, write_rejects
@@ -188,11 +188,14 @@ def write_run_report(run: RunLike, path: str | Path, targets: str | Path | None 
     balance = run.stage("balance")
     resolved = balance.report.get("targets") if balance is not None else None
     before = run.before_stats
-    bins = None
-    if before and before.get("score", {}).get("histogram"):
+    after = compute_stats(run.after, targets=resolved or targets)
+    views = run_views(run)
+    if before and before.get("score", {}).get("histogram") and "score" in run.after.columns:
+        # The before/after panel needs both on the same bins: the input's (the wider range).
         histogram = before["score"]["histogram"]
-        bins = [b[0] for b in histogram] + [histogram[-1][1]]
-    after = compute_stats(run.after, targets=resolved or targets, score_bins=bins)
+        edges = [b[0] for b in histogram] + [histogram[-1][1]]
+        scores = run.after.get_column("score").drop_nulls().to_numpy()
+        views["score_on_input_bins"] = distribution(scores, bins=edges)["histogram"]
     names = [Path(f["path"]).name for f in run.inputs]
     inputs = ", ".join(names) if len(names) <= 3 else f"{len(names)} files ({', '.join(names[:2])}, ...)"
     subtitle = f"{run.command}: {inputs} → {run.outputs.get('output') or '(no output)'}"
@@ -202,7 +205,7 @@ def write_run_report(run: RunLike, path: str | Path, targets: str | Path | None 
         subtitle,
         run.summary(),
         before,
-        run_views=run_views(run),
+        run_views=views,
         rows=report_browser.payload(run.after, run.ledger),
     )
     return write_html(text, path)

@@ -125,7 +125,8 @@ def hbar(
     values = [v for _, v in rows]
     height = 0.4 if before is not None else 0.7
     if before is not None:
-        ax.barh([y + height / 2 for y in ys], before, height=height, color=GREY, label=labels[1])
+        grey = ax.barh([y + height / 2 for y in ys], before, height=height, color=GREY, label=labels[1])
+        ax.bar_label(grey, labels=[_fmt(v) for v in before], padding=3, fontsize=8, color="#57606a")
         bars = ax.barh([y - height / 2 for y in ys], values, height=height, color=BLUE, label=labels[0])
     else:
         bars = ax.barh(ys, values, height=height, color=list(colors) if colors else BLUE)
@@ -195,38 +196,45 @@ def histogram(
     before: Sequence[Sequence[float]] | None = None,
     band: tuple[float, float] | None = None,
     labels: tuple[str, str] = ("after", "before"),
-    note: str = "",
     width: float = 5.2,
 ) -> str:
-    """Equal-width bins ``[[lo, hi, count], ...]`` as bars on a true numeric axis; ``before``
-    (same edges) is drawn as a grey outline behind; ``band`` shades a recommended range."""
+    """Equal-width bins ``[[lo, hi, count], ...]`` as bars on a true numeric axis (each bar spans
+    its bin); ``before`` (same edges) is drawn as wide grey bars behind narrower blue ones;
+    ``band`` shades a recommended range."""
     if not bins:
         return NOTHING
     fig = _figure(width, 2.6)
     ax = fig.add_subplot()
-    edges = [b[0] for b in bins] + [bins[-1][1]]
     if band is not None:
         ax.axvspan(band[0], band[1], color=BAND, zorder=0, label=f"recommended {band[0]:g}-{band[1]:g}")
     if before is not None:
-        before_edges = [b[0] for b in before] + [before[-1][1]]
-        ax.stairs([b[2] for b in before], before_edges, fill=True, color=GREY, alpha=0.7, label=labels[1])
-    ax.stairs(
-        [b[2] for b in bins],
-        edges,
-        fill=True,
-        color=BLUE,
-        alpha=0.9 if before is None else 0.75,
-        label=labels[0] if before is not None else None,
-    )
-    ax.set_xlim(edges[0], edges[-1])
+        _bars(ax, before, GREY, 1.0, labels[1])
+    _bars(ax, bins, BLUE, 1.0 if before is None else 0.55, labels[0] if before is not None else None)
+    edges = [b[0] for b in bins] + [bins[-1][1]]
+    if before is not None:
+        edges += [before[0][0], before[-1][1]]
+    ax.set_xlim(min(edges), max(edges))
     ax.yaxis.set_major_formatter(_THOUSANDS)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if note:
-        ax.text(0.99, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color="#57606a")
     if before is not None or band is not None:
         ax.legend(loc="upper left", frameon=False, fontsize=8)
     return to_svg(fig, xlabel)
+
+
+def _bars(ax: Any, bins: Sequence[Sequence[float]], color: str, share: float, label: str | None) -> None:
+    """One bar per bin, ``share`` of the bin wide and centred, with a thin white gap between bins."""
+    widths = [(hi - lo) * share for lo, hi, _ in bins]
+    centres = [(lo + hi) / 2 for lo, hi, _ in bins]
+    ax.bar(
+        centres,
+        [c for *_, c in bins],
+        width=widths,
+        color=color,
+        edgecolor="white",
+        linewidth=0.6,
+        label=label,
+    )
 
 
 @_styled

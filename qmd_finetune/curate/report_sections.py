@@ -143,7 +143,7 @@ def run_section(
             )
         )
     if before is not None and before.get("rows") and after.get("rows"):
-        out.append(_before_after(before, after))
+        out.append(_before_after(before, after, views.get("score_on_input_bins")))
     out.append(_stage_reports(summary.get("reports") or {}))
     return "\n".join(out)
 
@@ -172,7 +172,11 @@ def _stage_table(stages: list[dict[str, Any]]) -> str:
     )
 
 
-def _before_after(before: dict[str, Any], after: dict[str, Any]) -> str:
+def _before_after(
+    before: dict[str, Any], after: dict[str, Any], after_scores: list[list[float]] | None = None
+) -> str:
+    """Categories, scores (``after_scores``: the output's histogram on the input's bins), key
+    numbers and only-mode rows, before and after."""
     out = [
         "<h2 id='before-after'>Before and after</h2>",
         "<p class='muted'>before = every valid input row, categorized as the pipeline categorizes;"
@@ -193,14 +197,9 @@ def _before_after(before: dict[str, Any], after: dict[str, Any]) -> str:
             wide=True,
         )
     )
-    if "score" in before and "score" in after:
+    if "score" in before and after_scores:
         out.append(
-            panel(
-                "score",
-                charts.histogram(
-                    after["score"]["histogram"], "score (%)", before=before["score"]["histogram"]
-                ),
-            )
+            panel("score", charts.histogram(after_scores, "score (%)", before=before["score"]["histogram"]))
         )
     key_rows = [
         ("rows", after.get("rows", 0), before.get("rows", 0)),
@@ -368,11 +367,11 @@ def _categories(stats: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _note(chars: dict[str, Any], unit: str) -> str:
-    parts = []
-    if chars.get("above"):
-        parts.append(f"{chars['above']:,} above {chars['histogram'][-1][1]:g} {unit} not drawn")
-    return "; ".join(parts)
+def _tail(dist: dict[str, Any], unit: str) -> str:
+    """The values right of the last bin (past the 99.5th percentile), counted, not drawn."""
+    if not dist.get("above"):
+        return ""
+    return f"; {dist['above']:,} above {dist['histogram'][-1][1]:g}{unit} not drawn"
 
 
 def _lengths(stats: dict[str, Any]) -> str:
@@ -387,6 +386,7 @@ def _lengths(stats: dict[str, Any]) -> str:
         )
         if kind == "hyde" and data.get("outside_50_200") is not None:
             note += f"; {data['outside_50_200']:,} outside 50-200"
+        note += _tail(chars, " chars")
         out.append(
             panel(
                 f"{kind} length",
@@ -395,7 +395,6 @@ def _lengths(stats: dict[str, Any]) -> str:
                     f"{kind} length (characters)",
                     ylabel="items",
                     band=(50, 200) if kind == "hyde" else None,
-                    note=_note(chars, "chars"),
                 ),
                 note=note,
             )
@@ -404,8 +403,10 @@ def _lengths(stats: dict[str, Any]) -> str:
     out.append(
         panel(
             "query length",
-            charts.histogram(words.get("histogram", []), "query length (words)", note=_note(words, "words")),
-            note=f"median {words.get('median', 0):.0f} words" if words.get("count") else "",
+            charts.histogram(words.get("histogram", []), "query length (words)"),
+            note=f"median {words.get('median', 0):.0f} words{_tail(words, ' words')}"
+            if words.get("count")
+            else "",
         )
     )
     per_row = [
@@ -423,8 +424,9 @@ def _scores(stats: dict[str, Any]) -> str:
     out.append(
         panel(
             "score distribution",
-            charts.histogram(s["histogram"], "score (%)", note=_note(s, "")),
-            note=f"mean {s['mean']:.1f} · median {s['median']:.1f} · min {s['min']:.1f} · share ≥ 70: {s['share_ge_70']:.1%}",
+            charts.histogram(s["histogram"], "score (%)"),
+            note=f"mean {s['mean']:.1f} · median {s['median']:.1f} · min {s['min']:.1f} · share ≥ 70: "
+            f"{s['share_ge_70']:.1%}{_tail(s, '')}",
         )
     )
     if s.get("ratings"):

@@ -223,7 +223,9 @@ async def _screenshots(html: Path, out: Path) -> list[Path]:
         for name, selector in (
             ("top", None),
             ("funnel", "#run ~ .grid"),
+            ("before-after", "#before-after ~ .grid"),
             ("categories", "#categories ~ .grid"),
+            ("lengths", "#lengths ~ .grid"),
             ("scores", "#scores ~ .grid"),
         ):
             if selector is None or await page.evaluate(f"!!document.querySelector({json.dumps(selector)})"):
