@@ -21,6 +21,7 @@ from rich.table import Table
 from qmd_finetune.curate.balance import UNCATEGORIZED, load_targets, resolve_targets, target_gaps
 from qmd_finetune.curate.score import deduction_kind
 from qmd_finetune.records import KINDS, render
+from qmd_finetune.reward import DEFAULT_RUBRIC
 
 ONLY_PATTERN = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
 RATING_ORDER = ("Excellent", "Good", "Acceptable", "Poor", "Failed")
@@ -117,12 +118,14 @@ def compute_stats(
     examples: int = 3,
     score: bool = True,
     clusters: int = 10,
+    rubric: str = DEFAULT_RUBRIC,
 ) -> dict[str, Any]:
-    """Statistics of a record frame; scores rows first when ``score`` and no score column."""
-    if score and "score" not in frame.columns and frame.height:
+    """Statistics of a record frame; scores rows first (with ``rubric``) when ``score`` and no score column."""
+    scored_here = score and "score" not in frame.columns and frame.height > 0
+    if scored_here:
         from qmd_finetune.reward import score_frame
 
-        frame = score_frame(frame)
+        frame = score_frame(frame, rubric=rubric)
     stats: dict[str, Any] = {"rows": frame.height}
     if frame.height == 0:
         return stats
@@ -157,7 +160,8 @@ def compute_stats(
     stats["query_chars"] = distribution(frame.get_column("query").str.len_chars().to_numpy())
 
     if "score" in frame.columns:
-        stats["score"] = _score_stats(frame, categories)
+        rubric_name = rubric if scored_here else score_rubric_of(frame)
+        stats["score"] = {"rubric": rubric_name, **_score_stats(frame, categories)}
     if "flags" in frame.columns:
         flags = frame.select(pl.col("flags").explode().drop_nulls()).get_column("flags")
         stats["flags"] = _value_counts(flags)
@@ -193,6 +197,21 @@ def _item_stats(frame: pl.DataFrame) -> dict[str, Any]:
         hyde = items.filter(pl.col("kind") == "hyde").get_column("chars")
         out["hyde"]["outside_50_200"] = int(((hyde < 50) | (hyde > 200)).sum())
     return out
+
+
+def score_rubric_of(frame: pl.DataFrame) -> str:
+    """The rubric named by the scored rows' ``meta.score_rubric``: one name, "mixed (v1, v2)" or "unknown"."""
+    if "meta" not in frame.columns or frame.height == 0:
+        return "unknown"
+    names = (
+        frame.filter(pl.col("score").is_not_null())
+        .select(pl.col("meta").str.json_path_match("$.score_rubric").drop_nulls().unique().sort())
+        .to_series()
+        .to_list()
+    )
+    if not names:
+        return "unknown"
+    return names[0] if len(names) == 1 else f"mixed ({', '.join(names)})"
 
 
 def _score_stats(
@@ -261,10 +280,8 @@ def _duplicate_clusters(frame: pl.DataFrame, norm: pl.Series, top: int) -> dict[
         from qmd_finetune.curate import dedup
 
         threshold = inspect.signature(dedup.run).parameters["near_threshold"].default
-        # dedup's own inputs: the query key without its only-mode suffix, compared within one mode
-        keys = frame.select(dedup.query_key(pl.col("query")).alias("_key"))
-        texts, modes = dedup._near_inputs(keys, np.arange(frame.height))
-        labels, _ = dedup.near_duplicate_labels(texts, threshold=threshold, groups=modes)
+        texts = pl.DataFrame({"q": norm}).select(dedup.near_text(pl.col("q"))).to_series().to_list()
+        labels, _ = dedup.near_duplicate_labels(texts, threshold=threshold)
         key = pl.Series("key", labels.astype(str))
         method = f"near-duplicate queries (char 3-gram Jaccard >= {threshold}, as dedup)"
     columns = {"key": key, "query": frame.get_column("query")}
@@ -419,7 +436,7 @@ def print_stats(console: Console, stats: dict[str, Any], title: str = "dataset")
     if "score" in stats:
         s = stats["score"]
         console.print(
-            f"[bold]score[/bold]: mean {s['mean']:.1f}, median {s['median']:.1f}, min {s['min']:.1f}, "
+            f"[bold]score[/bold] (rubric {s.get('rubric', 'unknown')}): mean {s['mean']:.1f}, median {s['median']:.1f}, min {s['min']:.1f}, "
             f"max {s['max']:.1f}, share >= 70 {s['share_ge_70']:.1%}"
         )
         _print_histogram(console, "score histogram", s["histogram"], integer=True)

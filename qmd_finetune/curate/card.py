@@ -231,6 +231,7 @@ def build_card(
                 lines.append(f"| only-mode `{mode}` rows | {n:,} |")
         if "score" in stats:
             s = stats["score"]
+            lines.append(f"| score rubric | {s.get('rubric', 'unknown')} |")
             lines.append(f"| mean score | {s['mean']:.1f} |")
             lines.append(f"| share score >= 70 | {s['share_ge_70']:.1%} |")
             for rating, n in (s.get("ratings") or {}).items():

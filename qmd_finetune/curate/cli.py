@@ -9,9 +9,9 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperCommand
 
+from qmd_finetune.cli_options import rubric_option
 from qmd_finetune.curate import summary
 from qmd_finetune.curate.analyze import print_balance
 from qmd_finetune.curate.pipeline import (
@@ -25,9 +25,7 @@ from qmd_finetune.curate.pipeline import (
     run_pipeline,
 )
 from qmd_finetune.curate.summary import print_run
-from qmd_finetune.io import InputError, OutputError, expand_inputs
-from qmd_finetune.locks import LockedError
-from qmd_finetune.redact import RedactedStream
+from qmd_finetune.io import InputError, expand_inputs
 
 
 class _Command(TyperCommand):
@@ -52,7 +50,7 @@ app = _Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(file=RedactedStream())
+console = Console()
 
 INPUT_HELP = (
     "Input file(s): .jsonl, .jsonl.gz or .parquet (`--input a.jsonl b.jsonl`); a directory reads the"
@@ -61,6 +59,7 @@ INPUT_HELP = (
 InputsOpt = typer.Option(..., "--input", "-i", metavar="PATH", help=INPUT_HELP)
 MoreInputs = typer.Argument(None, hidden=True, help="More input files after --input.")
 RejectsOpt = typer.Option(None, "--rejects", help="Rejects ledger path (JSONL). Default: beside the output.")
+RubricOpt = rubric_option()
 
 
 def input_files(inputs: list[Path], more: list[Path] | None) -> list[Path]:
@@ -81,7 +80,7 @@ def stage_default(stage: str, option: str) -> Any:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
 
 
@@ -96,7 +95,7 @@ def validate(
     """Check rows against the record schema: per-file counts and the first invalid rows."""
     try:
         result = summary.validate_files(input_files(inputs, more), rejects)
-    except (InputError, OutputError, LockedError) as exc:
+    except InputError as exc:
         _fail(str(exc))
     summary.print_validation(console, result, show)
     if result.rejects.height and not allow_invalid:
@@ -117,13 +116,23 @@ def score(
     ),
     rejects: Path | None = RejectsOpt,
     workers: int | None = typer.Option(None, "--workers", help="Processes for scoring (default: all cores)."),
+    rubric: str = RubricOpt,
+    modernize_only: bool = typer.Option(
+        True, help="Rewrite the legacy 'q only: lex' spelling to 'q /only:lex' before scoring."
+    ),
 ) -> None:
     """Add score, rating and deductions to each record and print a summary."""
     try:
         result = summary.score_files(
-            input_files(inputs, more), output, min_score=min_score, rejects_path=rejects, workers=workers
+            input_files(inputs, more),
+            output,
+            min_score=min_score,
+            rejects_path=rejects,
+            workers=workers,
+            rubric=rubric,
+            modernize_only=modernize_only,
         )
-    except (InputError, OutputError, LockedError) as exc:
+    except InputError as exc:
         _fail(str(exc))
     summary.print_score_summary(console, result)
 
@@ -382,6 +391,7 @@ def balance(
     stage_only: bool = typer.Option(
         False, "--stage-only", help="Run only the balance stage (input already curated)."
     ),
+    rubric: str = RubricOpt,
 ) -> None:
     """Run the default pipeline up to balance: normalize, clean, dedup, score, categorize, balance."""
     inputs = input_files(inputs, more)
@@ -412,6 +422,7 @@ def balance(
         rejects=rejects,
         report=report,
         stage_options=stage_options,
+        rubric=rubric,
     )
     if stage_only:
         config.stages = [s for s in config.stages if s.name == "balance"]
@@ -500,12 +511,18 @@ def run_config(
     rejects: Path | None = RejectsOpt,
     report: Path | None = ReportOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    rubric: str | None = rubric_option(
+        None,
+        "Scoring rubric v1 | v2 for the stages that score; overrides the config's `rubric:` (default v2).",
+    ),
 ) -> None:
     """Run the stages of a pipeline config; ends with the per-stage table and the rows-in check."""
     import yaml
 
     try:
-        resolved = load_config(config, input=inputs, output=output, rejects=rejects, report=report)
+        resolved = load_config(
+            config, input=inputs, output=output, rejects=rejects, report=report, rubric=rubric
+        )
     except (PipelineError, OSError, ValueError) as exc:
         _fail(str(exc))
     if dry_run:
@@ -532,6 +549,7 @@ def analyze(
     rejects: Path | None = typer.Option(
         None, "--rejects", help="Write the invalid rows read (ledger JSONL) here."
     ),
+    rubric: str = rubric_option(help="Rubric v1 | v2 (default v2) scoring rows that carry no score yet."),
 ) -> None:
     """Counts, categories vs target, facets, lengths per kind, scores, deductions, duplicates, examples."""
     inputs = input_files(inputs, more)
@@ -540,7 +558,13 @@ def analyze(
 
     try:
         stats = analyze_files(
-            inputs, targets=targets, examples=examples, html=html, json_path=json_path, rejects=rejects
+            inputs,
+            targets=targets,
+            examples=examples,
+            html=html,
+            json_path=json_path,
+            rejects=rejects,
+            rubric=rubric,
         )
     except (InputError, ValueError) as exc:
         _fail(str(exc))

@@ -45,6 +45,7 @@ Options (keyword, typed):
 - ``keep: str = "score"`` (``"score" | "first"``): which row of an exact group survives.
 - ``seed: int = 1`` (MinHash permutations and hyperplanes).
 - ``workers: int | None = None`` processes for scoring conflicts.
+- ``rubric: str = "v2"`` the reward rubric scoring conflicts when there is no ``score`` column.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import polars as pl
 
 from qmd_finetune.curate._items import flatten, per_row_sum, rebuild, unique_ids
 from qmd_finetune.curate.stage import REASON, StageResult
-from qmd_finetune.reward import render_items, score_pairs
+from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, render_items, score_pairs
 
 DUP_GROUP = "dup_group"
 _ONLY_SUFFIX = r"(?i)\s+/only:(lex|vec|hyde)\s*$"
@@ -390,7 +391,9 @@ def _output_hashes(output: pl.Series) -> np.ndarray:
         return per_row_sum(item.view(np.int64), flat.lengths).view(np.uint64) ^ flat.lengths.astype(np.uint64)
 
 
-def _scores(frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], workers: int | None) -> None:
+def _scores(
+    frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], workers: int | None, rubric: str
+) -> None:
     """Fill ``cache`` (row -> score) for ``rows`` not scored yet, from the column or the reward."""
     todo = np.array([r for r in rows.tolist() if r not in cache], dtype=np.int64)
     if len(todo) == 0:
@@ -403,7 +406,7 @@ def _scores(frame: pl.DataFrame, rows: np.ndarray, cache: dict[int, float], work
             (q, render_items(items or []))
             for q, items in zip(subset["query"].to_list(), subset["output"].to_list())
         ]
-        values = [r[0] for r in score_pairs(pairs, workers)]
+        values = [r[0] for r in score_pairs(pairs, workers, rubric)]
     cache.update(zip(todo.tolist(), values))
 
 
@@ -428,6 +431,7 @@ def _resolve(
     workers: int | None,
     needs_score: np.ndarray | None = None,
     frequency: np.ndarray | None = None,
+    rubric: str = DEFAULT_RUBRIC,
 ) -> np.ndarray:
     """For ``positions`` (row numbers) clustered by ``labels``: the winning row of each member.
 
@@ -439,7 +443,7 @@ def _resolve(
         preferences.append(frequency[positions].astype(np.float64))
     if keep == "score" or (keep == "frequent" and "score" in frame.columns):
         scoring = positions if needs_score is None else positions[needs_score]
-        _scores(frame, scoring, cache, workers)
+        _scores(frame, scoring, cache, workers, rubric)
         preferences.append(np.array([cache.get(p, 0.0) for p in positions.tolist()], dtype=np.float64))
     return _winners(labels, positions, *preferences)
 
@@ -462,8 +466,10 @@ def run(
     keep: str = "score",
     seed: int = 1,
     workers: int | None = None,
+    rubric: str = DEFAULT_RUBRIC,
 ) -> StageResult:
     """Remove duplicate items, exact, near and (optionally) semantic duplicate queries."""
+    rubric = check_rubric(rubric)
     if keep not in ("score", "first"):
         raise ValueError(f"keep must be 'score' or 'first', not {keep!r}")
     if near_keep not in ("frequent", "score", "first"):
@@ -505,7 +511,7 @@ def run(
             if keep == "score":
                 contested = np.unique(variant[distinct > 1])
                 representatives = multi[variant_first[contested]]
-                _scores(data, representatives, cache, workers)
+                _scores(data, representatives, cache, workers, rubric)
                 variant_score = np.zeros(len(variant_first), dtype=np.float64)
                 variant_score[contested] = [cache[r] for r in representatives.tolist()]
                 score_of = variant_score[variant]
@@ -538,6 +544,7 @@ def run(
             counts,
             "near",
             frequency,
+            rubric,
         )
         counts["near_pairs"] = edges
         clusters.extend(_cluster_report(data, alive, labels, winner[alive], "near", cache))
@@ -570,6 +577,7 @@ def run(
             counts,
             "semantic",
             frequency,
+            rubric,
         )
         counts["semantic_pairs"] = edges
         clusters.extend(_cluster_report(data, alive, labels, winner[alive], "semantic", cache))
@@ -604,6 +612,8 @@ def run(
     clusters.sort(key=lambda c: -c["size"])
     report["clusters"] = clusters[:50]
     report["cluster_count"] = len(clusters)
+    if cache and "score" not in data.columns:
+        report["score_rubric"] = rubric  # the clusters' kept_score came from the reward
     return StageResult(kept=kept, rejected=rejected, counts=counts, report=report)
 
 
@@ -633,6 +643,7 @@ def _apply_clusters(
     counts: dict[str, int],
     name: str,
     frequency: np.ndarray,
+    rubric: str,
 ) -> None:
     sizes = np.bincount(labels)
     in_cluster = sizes[labels] > 1
@@ -642,7 +653,7 @@ def _apply_clusters(
         return
     members = alive[in_cluster]
     member_labels = labels[in_cluster]
-    won = _resolve(data, members, member_labels, keep, cache, workers, frequency=frequency)
+    won = _resolve(data, members, member_labels, keep, cache, workers, frequency=frequency, rubric=rubric)
     if action == "group":
         group[members] = group[won]
         return

@@ -84,6 +84,20 @@ def _modernize_only(query: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return legacy, variant
 
 
+def modernize_only_mode(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Rewrite legacy (``q only: lex``) and sloppy (``q /ONLY: Lex``) only-mode suffixes to
+    ``q /only:lex`` so the rubric reads them as only mode; returns (frame, rows changed).
+
+    ``curate score`` calls it before scoring, as the pipeline's normalize stage does.
+    """
+    if frame.height == 0:
+        return frame, 0
+    _, variant = _modernize_only(pl.col("query"))
+    fixed = frame.select(variant.alias("query")).to_series()
+    changed = int((fixed != frame.get_column("query")).fill_null(False).sum())
+    return (frame.with_columns(fixed) if changed else frame), changed
+
+
 def run(
     frame: pl.DataFrame,
     *,

@@ -9,7 +9,6 @@ output or in the ledger (``rows_in == kept + rejected``).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import json
@@ -32,13 +31,12 @@ from qmd_finetune.io import (
     default_rejects_path,
     empty_rejects,
     expand_inputs,
-    output_group,
     read_frame,
     rejects_from_frame,
     write_records,
     write_rejects,
 )
-from qmd_finetune.locks import hold
+from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric
 
 STAGES: dict[str, str] = {
     "normalize": "qmd_finetune.curate.normalize",
@@ -56,7 +54,7 @@ BALANCE_STAGES: tuple[str, ...] = ("normalize", "clean", "dedup", "score", "cate
 """The default pipeline up to balance (``curate balance``)."""
 
 VALIDATE = "validate"
-CONFIG_KEYS = {"input", "output", "rejects", "report", "stats", "targets", "stages"}
+CONFIG_KEYS = {"input", "output", "rejects", "report", "stats", "targets", "rubric", "stages"}
 
 
 class PipelineError(ValueError):
@@ -107,14 +105,31 @@ class PipelineConfig:
     """Run summary JSON; default ``<output>.run.json``."""
     targets: Path | None = None
     """Balance targets used by the report's category-vs-target view."""
+    rubric: str = DEFAULT_RUBRIC
+    """Reward rubric of every stage that scores (score, dedup), unless the stage sets its own."""
 
     def check(self) -> None:
         if not self.inputs:
             raise PipelineError("no input files")
         if not self.stages:
             raise PipelineError("no stages")
+        try:
+            check_rubric(self.rubric)
+        except ValueError as exc:
+            raise PipelineError(f"rubric: {exc}") from exc
         for spec in self.stages:
             spec.check()
+
+    def stage_specs(self) -> list[StageSpec]:
+        """The stages with the pipeline's ``rubric`` passed to each stage that takes one."""
+        return [
+            StageSpec(spec.name, {**spec.options, "rubric": self.rubric})
+            if spec.name != VALIDATE
+            and "rubric" not in spec.options
+            and "rubric" in inspect.signature(stage_function(spec.name)).parameters
+            else spec
+            for spec in self.stages
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +139,7 @@ class PipelineConfig:
             "report": None if self.report is None else str(self.report),
             "stats": None if self.stats is None else str(self.stats),
             "targets": None if self.targets is None else str(self.targets),
+            "rubric": self.rubric,
             "stages": [{spec.name: spec.options} for spec in self.stages],
         }
 
@@ -171,6 +187,7 @@ def load_config(path: str | Path, **overrides: Any) -> PipelineConfig:
         report=opt_path("report"),
         stats=opt_path("stats"),
         targets=opt_path("targets"),
+        rubric=str(data.get("rubric") or DEFAULT_RUBRIC),
     )
     config.check()
     return config
@@ -238,6 +255,8 @@ class PipelineRun:
     command: str = "curate run"
     outputs: dict[str, str | None] = field(default_factory=dict)
     before_stats: dict[str, Any] | None = None
+    rubric: str | None = None
+    """The rubric of the score stage, when the run scored."""
 
     @property
     def rows_in(self) -> int:
@@ -262,6 +281,7 @@ class PipelineRun:
         """The run summary (schemas/run-summary.schema.json)."""
         return {
             "command": self.command,
+            **({"rubric": self.rubric} if self.rubric else {}),
             "started": self.started,
             "finished": self.finished,
             "inputs": self.inputs,
@@ -350,19 +370,8 @@ def run_pipeline(
     command: str = "curate run",
     on_stage: Callable[[StageSummary], None] | None = None,
 ) -> PipelineRun:
-    """Read the inputs, run the stages, write output, ledger, summary and (optionally) report.
-
-    One run per output at a time (a lock beside it); everything is written together at the
-    end, or nothing is."""
+    """Read the inputs, run the stages, write output, ledger, summary and (optionally) report."""
     config.check()
-    target = config.output or config.rejects or config.stats
-    with hold(target) if target is not None else contextlib.nullcontext():
-        return _run_pipeline(config, command, on_stage)
-
-
-def _run_pipeline(
-    config: PipelineConfig, command: str, on_stage: Callable[[StageSummary], None] | None
-) -> PipelineRun:
     started = _now()
     t0 = time.perf_counter()
     read = read_frame(config.inputs)
@@ -371,14 +380,9 @@ def _run_pipeline(
         on_stage(first)
     before_stats = None
     if config.report is not None:
-        before_stats = input_stats(read.frame, config.stages)
+        before_stats = input_stats(read.frame, config.stages, config.rubric)
     # Hand the frame over: nothing here keeps the input alive while the stages run.
-    # The plan and the split files are written with the other outputs, once the run has succeeded.
-    deferred = {"balance": "plan", "split": "output_dir"}
-    stages = [
-        StageSpec(spec.name, {k: v for k, v in spec.options.items() if k != deferred.get(spec.name)})
-        for spec in config.stages
-    ]
+    stages = config.stage_specs()
     after, summaries, ledger_parts = run_stages(_take_frame(read), stages, on_stage)
     ledger = pl.concat([read.rejects, *ledger_parts], how="vertical") if ledger_parts else read.rejects
     run = PipelineRun(
@@ -390,6 +394,9 @@ def _run_pipeline(
         ledger=ledger if ledger.height else empty_rejects(),
         started=started,
         command=command,
+        rubric=next(
+            (s.options["rubric"] for s in stages if s.name == "score" and "rubric" in s.options), None
+        ),
     )
     if not run.balanced:
         raise PipelineError(
@@ -400,11 +407,6 @@ def _run_pipeline(
 
 
 def write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
-    with output_group():
-        _write_outputs(run, config)
-
-
-def _write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
     if config.output is not None:
         write_records(run.after, config.output)
         rejects = config.rejects or default_rejects_path(config.output)
@@ -424,15 +426,12 @@ def _write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
         if stage is not None:
             spec = next(s for s in config.stages if s.name == name)
             if name == "balance" and spec.options.get("plan"):
-                from qmd_finetune.curate.balance import write_plan
-
-                write_plan(stage.report["plan"], spec.options["plan"])
                 run.outputs["plan"] = str(spec.options["plan"])
             if name == "split" and spec.options.get("output_dir"):
                 # Rewrite the split files from the final rows: later stages (leakage) may drop some.
                 from qmd_finetune.curate.split import write_splits
 
-                stage.report["files"] = write_splits(run.after, spec.options["output_dir"])
+                write_splits(run.after, spec.options["output_dir"])
                 run.outputs["splits"] = str(spec.options["output_dir"])
     run.finished = _now()
     if stats is not None:
@@ -465,6 +464,7 @@ def balance_config(
     report: Path | None = None,
     stats: Path | None = None,
     stage_options: dict[str, dict[str, Any]] | None = None,
+    rubric: str = DEFAULT_RUBRIC,
 ) -> PipelineConfig:
     """The default pipeline up to balance, as used by ``curate balance``."""
     options: dict[str, dict[str, Any]] = {name: {} for name in BALANCE_STAGES}
@@ -484,6 +484,7 @@ def balance_config(
         report=report,
         stats=stats,
         targets=targets,
+        rubric=rubric,
     )
 
 

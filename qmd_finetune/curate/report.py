@@ -22,6 +22,7 @@ from qmd_finetune.curate.analyze import compute_stats, distribution
 from qmd_finetune.curate.report_sections import card, dataset_sections, esc, run_section
 from qmd_finetune.curate.summary import reason_kind
 from qmd_finetune.io import atomic_write, read_frame, write_rejects
+from qmd_finetune.reward import DEFAULT_RUBRIC
 
 REJECT_EXAMPLES = 3
 """Example rows shown per reject reason."""
@@ -123,7 +124,7 @@ def write_html(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
-def input_stats(frame: pl.DataFrame, stages: list[Any]) -> dict[str, Any]:
+def input_stats(frame: pl.DataFrame, stages: list[Any], rubric: str = DEFAULT_RUBRIC) -> dict[str, Any]:
     """Stats of a run's input for the before/after view. When the run categorizes, the input
     is categorized the same way first, so both sides use the run's categories (not whatever
     labels the input carried, such as "uncategorized")."""
@@ -132,7 +133,7 @@ def input_stats(frame: pl.DataFrame, stages: list[Any]) -> dict[str, Any]:
         from qmd_finetune.curate import categorize
 
         frame = categorize.run(frame, **spec.options).kept
-    return compute_stats(frame, examples=0, clusters=0)
+    return compute_stats(frame, examples=0, clusters=0, rubric=rubric)
 
 
 def run_views(run: RunLike) -> dict[str, Any]:
@@ -218,15 +219,17 @@ def analyze_files(
     html: str | Path | None = None,
     json_path: str | Path | None = None,
     rejects: str | Path | None = None,
+    rubric: str = DEFAULT_RUBRIC,
 ) -> dict[str, Any]:
-    """Read files (curation columns included), compute stats, write the JSON and HTML reports
-    (and the invalid rows to ``rejects``)."""
+    """Read files (curation columns included), compute stats (rows without a score are
+    scored with ``rubric``), write the JSON and HTML reports (and the invalid rows to ``rejects``)."""
     read = read_frame(paths)
     frame = read.frame
     if "score" not in frame.columns and frame.height:
+        from qmd_finetune.curate.stage import set_meta
         from qmd_finetune.reward import score_frame
 
-        frame = score_frame(frame)
+        frame = set_meta(score_frame(frame, rubric=rubric), "score_rubric", rubric)
     stats = compute_stats(frame, targets=targets, examples=examples)
     stats["inputs"] = [f.to_dict() for f in read.files]
     stats["invalid_rows"] = read.rejects.height

@@ -420,7 +420,9 @@ def _lengths(stats: dict[str, Any]) -> str:
 
 def _scores(stats: dict[str, Any]) -> str:
     s = stats["score"]
-    out = ["<h2 id='scores'>Scores (the reward)</h2><div class='grid'>"]
+    out = [
+        f"<h2 id='scores'>Scores (the reward, rubric {esc(s.get('rubric', 'unknown'))})</h2><div class='grid'>"
+    ]
     out.append(
         panel(
             "score distribution",

@@ -8,6 +8,7 @@ silently: ``frame.height == kept.height + rejected.height``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,3 +43,23 @@ def split_by_mask(frame: pl.DataFrame, reject_reason: pl.Expr) -> tuple[pl.DataF
     kept = marked.filter(pl.col(REASON).is_null()).drop(REASON)
     rejected = marked.filter(pl.col(REASON).is_not_null())
     return kept, rejected
+
+
+def set_meta(frame: pl.DataFrame, key: str, value: Any) -> pl.DataFrame:
+    """Set ``meta[key] = value`` on every row (``meta`` is a JSON object string, or null).
+
+    Used to name the rubric of a row's score (``meta.score_rubric``). Each distinct meta
+    string is decoded once, so the cost follows the number of distinct metas, not rows.
+    """
+    if frame.height == 0:
+        return frame if "meta" in frame.columns else frame.with_columns(pl.lit(None, pl.Utf8).alias("meta"))
+    if "meta" not in frame.columns:
+        return frame.with_columns(pl.lit(json.dumps({key: value}, ensure_ascii=False)).alias("meta"))
+    metas = frame.get_column("meta")
+    distinct = metas.drop_nulls().unique().to_list()
+    mapping = {text: json.dumps({**json.loads(text), key: value}, ensure_ascii=False) for text in distinct}
+    return frame.with_columns(
+        metas.replace_strict(mapping, default=None, return_dtype=pl.Utf8)
+        .fill_null(json.dumps({key: value}, ensure_ascii=False))
+        .alias("meta")
+    )

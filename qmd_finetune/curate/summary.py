@@ -13,18 +13,18 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from qmd_finetune.curate.normalize import modernize_only_mode
+from qmd_finetune.curate.stage import set_meta
 from qmd_finetune.io import (
     ReadResult,
     default_rejects_path,
     empty_rejects,
-    output_group,
     read_records,
     rejects_from_frame,
     write_records,
     write_rejects,
 )
-from qmd_finetune.locks import hold
-from qmd_finetune.reward import RATINGS, score_frame
+from qmd_finetune.reward import DEFAULT_RUBRIC, RATINGS, check_rubric, score_frame
 
 _PAREN_TAIL = re.compile(r"\s*\([^()]*\)$")
 _NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
@@ -32,10 +32,8 @@ RATING_NAMES = [name for _, name in RATINGS] + ["Failed"]
 
 
 def validate_files(paths: Sequence[Path], rejects_path: Path | None = None) -> ReadResult:
-    if rejects_path is None:
-        return read_records(paths, stage="validate")
-    with hold(rejects_path, "the ledger"):
-        result = read_records(paths, stage="validate")
+    result = read_records(paths, stage="validate")
+    if rejects_path is not None:
         write_rejects(result.rejects, rejects_path)
     return result
 
@@ -78,6 +76,8 @@ class ScoreResult:
     output: Path
     rejects_path: Path
     min_score: float | None
+    rubric: str = DEFAULT_RUBRIC
+    modernized_only_mode: int = 0
 
 
 def score_files(
@@ -86,20 +86,15 @@ def score_files(
     min_score: float | None = None,
     rejects_path: Path | None = None,
     workers: int | None = None,
+    rubric: str = DEFAULT_RUBRIC,
+    modernize_only: bool = True,
 ) -> ScoreResult:
-    with hold(output):
-        return _score_files(paths, output, min_score, rejects_path, workers)
-
-
-def _score_files(
-    paths: Sequence[Path],
-    output: Path,
-    min_score: float | None,
-    rejects_path: Path | None,
-    workers: int | None,
-) -> ScoreResult:
+    """Score files under ``rubric``; legacy ``q only: lex`` queries are modernized first
+    (``modernize_only``), as the pipeline's normalize stage does, so they score as only mode."""
+    rubric = check_rubric(rubric)
     result = read_records(paths, stage="read")
-    scored = score_frame(result.frame, workers=workers)
+    frame, modernized = modernize_only_mode(result.frame) if modernize_only else (result.frame, 0)
+    scored = set_meta(score_frame(frame, workers, rubric), "score_rubric", rubric)
     if min_score is not None:
         below = scored.filter(pl.col("score") < min_score).with_columns(
             pl.format("score {} < min-score {}", pl.col("score"), pl.lit(min_score)).alias("_reason")
@@ -107,20 +102,19 @@ def _score_files(
         kept = scored.filter(pl.col("score") >= min_score)
     else:
         below, kept = scored.head(0).with_columns(pl.lit(None, pl.Utf8).alias("_reason")), scored
+    write_records(kept, output)
     rejects_path = rejects_path or default_rejects_path(output)
     ledger = pl.concat(
         [result.rejects, rejects_from_frame(below, "score") if below.height else empty_rejects()]
     )
-    with output_group():
-        write_records(kept, output)
-        write_rejects(ledger, rejects_path)
-    return ScoreResult(result, scored, kept, below, output, rejects_path, min_score)
+    write_rejects(ledger, rejects_path)
+    return ScoreResult(result, scored, kept, below, output, rejects_path, min_score, rubric, modernized)
 
 
-def score_stats(scored: pl.DataFrame, top: int = 10) -> dict[str, Any]:
-    """Summary numbers of a scored frame (also used by reports)."""
+def score_stats(scored: pl.DataFrame, top: int = 10, rubric: str = DEFAULT_RUBRIC) -> dict[str, Any]:
+    """Summary numbers of a scored frame (also used by reports), naming the rubric that scored it."""
     if scored.height == 0:
-        return {"rows": 0}
+        return {"rows": 0, "rubric": rubric}
     scores = scored.get_column("score")
     ratings = Counter(scored.get_column("rating").to_list())
     deductions: Counter[str] = Counter()
@@ -128,6 +122,7 @@ def score_stats(scored: pl.DataFrame, top: int = 10) -> dict[str, Any]:
         deductions.update(deduction_kind(d) for d in items or [])
     return {
         "rows": scored.height,
+        "rubric": rubric,
         "mean": round(float(scores.mean()), 2),
         "median": round(float(scores.median()), 2),
         "min": float(scores.min()),
@@ -147,14 +142,17 @@ def deduction_kind(deduction: str) -> str:
 
 
 def print_score_summary(console: Console, result: ScoreResult) -> None:
-    stats = score_stats(result.scored)
+    stats = score_stats(result.scored, rubric=result.rubric)
     if stats["rows"] == 0:
         console.print("[yellow]no valid rows to score[/yellow]")
     else:
-        table = Table(title="score", title_justify="left")
+        table = Table(title=f"score (rubric {result.rubric})", title_justify="left")
         table.add_column("metric")
         table.add_column("value", justify="right")
+        table.add_row("rubric", result.rubric)
         table.add_row("rows scored", str(stats["rows"]))
+        if result.modernized_only_mode:
+            table.add_row("modernized only-mode spelling", str(result.modernized_only_mode))
         for key in ("mean", "median", "min", "max"):
             table.add_row(key, f"{stats[key]:.1f}")
         table.add_row("share >= 70", f"{stats['share_ge_70'] * 100:.1f}%")

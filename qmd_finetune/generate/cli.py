@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from qmd_finetune.cli_options import rubric_option
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
@@ -145,13 +147,14 @@ def expand(
         None, "--price-out", help="Override output price, USD per 1M tokens."
     ),
     min_score: float | None = typer.Option(
-        None, "--min-score", help="Reject records scoring below this (0-100)."
+        None, "--min-score", help="Reject records scoring below this (0-100) under --rubric."
     ),
     quality_gate: bool = typer.Option(
         True,
         "--quality-gate/--no-quality-gate",
         help="Reject degenerate answers (repeats, too many lines, prompt copies ...) to the ledger.",
     ),
+    rubric: str = rubric_option(help="Rubric v1 | v2 (default v2) for each record's score and --min-score."),
     cache: Path | None = typer.Option(
         None,
         "--cache",
@@ -192,6 +195,7 @@ def expand(
         client=client,
         min_score=min_score,
         quality_gate=quality_gate,
+        rubric=rubric,
         cache_path=cache,
         use_cache=not no_cache,
         batch=batch,
@@ -214,6 +218,7 @@ def expand(
         ("already done (resumed)", s.skipped),
         ("processed this run", s.done),
         ("records written", result.kept),
+        ("score rubric", rubric),
         ("rejected", sum(result.rejected_by_stage.values())),
         ("requests (incl. retries)", s.requests),
         ("retries", s.retries),

@@ -22,7 +22,7 @@ from qmd_finetune.generate.providers import (
 )
 from qmd_finetune.generate.runner import Job, Outcome, Runner, RunnerConfig, RunStats
 from qmd_finetune.records import Record, RecordError, coerce_record, parse_expansion
-from qmd_finetune.reward import score
+from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
 
 # Rejects at these stages are final: a re-run skips their queries. "request" rejects
 # (retries exhausted, budget) are tried again by the next run.
@@ -52,6 +52,7 @@ class ExpandConfig:
     min_score: float | None = None
     quality_gate: bool = True
     """Reject degenerate answers (qmd_finetune.quality) with the gate's reason, stage ``gate``."""
+    rubric: str = DEFAULT_RUBRIC
     cache_path: Path | None = None
     use_cache: bool = True
     batch: bool = False
@@ -62,6 +63,7 @@ class ExpandConfig:
 
     def __post_init__(self) -> None:
         self.model = served_model(self.model)
+        self.rubric = check_rubric(self.rubric)
 
     @property
     def rejects_path(self) -> Path:
@@ -170,9 +172,10 @@ class RecordBuilder:
             failures = quality.check(item.query, items, prompt=self.prompt_lines)
             if failures:
                 return self.reject(item, "gate", "; ".join(quality.reasons(failures)), text)
-        result = score(item.query, "\n".join(f"{k}: {t}" for k, t in items))
+        result = score(item.query, "\n".join(f"{k}: {t}" for k, t in items), self.cfg.rubric)
         if self.cfg.min_score is not None and result.percentage < self.cfg.min_score:
-            return self.reject(item, "score", f"score {result.percentage} < {self.cfg.min_score:g}", text)
+            reason = f"score {result.percentage} < {self.cfg.min_score:g} (rubric {self.cfg.rubric})"
+            return self.reject(item, "score", reason, text)
         response = outcome.response
         meta = {
             "source": "generate",
@@ -182,6 +185,7 @@ class RecordBuilder:
             "prompt_sha": self.prompt.sha,
             "params": self.cfg.params.to_dict(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "score_rubric": self.cfg.rubric,
             "usage": {
                 "prompt_tokens": response.prompt_tokens,
                 "completion_tokens": response.completion_tokens,

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from qmd_finetune.cli_options import rubric_option
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -85,6 +87,9 @@ def optimize(
     threads: int = typer.Option(4, "--threads", help="Concurrent model calls during evaluation."),
     minibatch_size: int = typer.Option(3, "--minibatch-size", help="Queries per GEPA reflection minibatch."),
     seed: int = typer.Option(0, "--seed", help="Random seed (GEPA sampling and the train/val split)."),
+    rubric: str = rubric_option(
+        help="Rubric v1 | v2 (default v2) of the metric, the report and --emit scores."
+    ),
 ) -> None:
     """Find the instruction that makes MODEL write the best expansions, scored by the reward."""
     from qmd_finetune.gepa.optimize import ConfigError, OptimizeConfig, prepare, run_optimize
@@ -112,6 +117,7 @@ def optimize(
         reflection_api_base=reflection_api_base,
         threads=threads,
         minibatch_size=minibatch_size,
+        rubric=rubric,
         seed=seed,
     )
     try:

@@ -7,6 +7,7 @@ A reply with no usable line scores 0 (the rubric would give an empty text 50%).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,16 @@ import dspy
 
 from qmd_finetune.gepa.program import parse_items
 from qmd_finetune.records import Item, only_mode, parse_prefixed, render
-from qmd_finetune.reward import DIMENSIONS, Score, echoes, extract_entities, has_entity, score
+from qmd_finetune.reward import (
+    DEFAULT_RUBRIC,
+    DIMENSIONS,
+    Score,
+    check_rubric,
+    echoes,
+    extract_entities,
+    has_entity,
+    score,
+)
 
 SHAPE_EXAMPLE = (
     "hyde: <one sentence of 50-200 characters that answers the query>\n"
@@ -45,7 +55,7 @@ class Judgement:
         return render(self.items)
 
 
-def _no_items(reason: str, only_type: str | None) -> Score:
+def _no_items(reason: str, only_type: str | None, rubric: str) -> Score:
     return Score(
         percentage=0.0,
         rating="Failed",
@@ -55,10 +65,12 @@ def _no_items(reason: str, only_type: str | None) -> Score:
         deductions=[reason],
         only_type=only_type,
         hard_failure=reason,
+        rubric=rubric,
     )
 
 
-def judge(query: str, raw: str) -> Judgement:
+def judge(query: str, raw: str, rubric: str = DEFAULT_RUBRIC) -> Judgement:
+    """Parse and score one reply under ``rubric``."""
     raw = raw or ""
     items, error = parse_items(raw)
     stray: list[str] = []
@@ -66,8 +78,10 @@ def judge(query: str, raw: str) -> Judgement:
         stray = [line for line in parse_prefixed(raw)[1] if not line.startswith("```")]
     if not items:
         reason = "empty reply" if not raw.strip() else (error or "no lex:/vec:/hyde: lines")
-        return Judgement(query, raw, [], _no_items(reason, only_mode(query)[1]), error or reason, stray)
-    return Judgement(query, raw, items, score(query, render(items)), None, stray)
+        return Judgement(
+            query, raw, [], _no_items(reason, only_mode(query)[1], rubric), error or reason, stray
+        )
+    return Judgement(query, raw, items, score(query, render(items), rubric), None, stray)
 
 
 def _quote(text: str, width: int = 70) -> str:
@@ -97,7 +111,7 @@ def hints(j: Judgement) -> list[str]:
             f"{len(j.stray_lines)} line(s) without a hyde:/lex:/vec: prefix were dropped, "
             f"e.g. {_quote(j.stray_lines[0])}; write no other text."
         )
-    entities = sorted(extract_entities(base))
+    entities = sorted(extract_entities(base, s.rubric))
     if entities:
         kinds = [only_type] if only_type else ["lex"]
         for kind in kinds:
@@ -160,9 +174,18 @@ def expansion_of(pred: Any) -> str:
     return value or ""
 
 
-def gepa_metric(
-    gold: Any, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """DSPy 3.x GEPA metric: ``score`` = reward percentage / 100, ``feedback`` from the deductions."""
-    j = judge(query_of(gold), expansion_of(pred))
-    return dspy.Prediction(score=j.percentage / 100, feedback=feedback_text(j))
+def metric_for(rubric: str = DEFAULT_RUBRIC) -> Callable[..., dspy.Prediction]:
+    """The DSPy 3.x GEPA metric scoring with ``rubric``: ``score`` = reward percentage / 100,
+    ``feedback`` from the deductions."""
+    rubric = check_rubric(rubric)
+
+    def gepa_metric(
+        gold: Any, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+    ) -> dspy.Prediction:
+        j = judge(query_of(gold), expansion_of(pred), rubric)
+        return dspy.Prediction(score=j.percentage / 100, feedback=feedback_text(j))
+
+    return gepa_metric
+
+
+gepa_metric = metric_for(DEFAULT_RUBRIC)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from qmd_finetune.generate.prompts import builtin_prompt_path
-from qmd_finetune.gepa.metric import Judgement, gepa_metric, judge
+from qmd_finetune.gepa.metric import Judgement, judge, metric_for
 from qmd_finetune.gepa.program import (
     ProviderEngine,
     QueryExpander,
@@ -41,6 +41,7 @@ from qmd_finetune.gepa.program import (
 from qmd_finetune.gepa.report import build_report
 from qmd_finetune.gepa.rubric import LABEL as RUBRIC_LABEL
 from qmd_finetune.gepa.rubric import RubricProposer
+from qmd_finetune.reward import DEFAULT_RUBRIC
 
 DEFAULT_SEED_PROMPT = builtin_prompt_path()
 
@@ -80,6 +81,7 @@ class OptimizeConfig:
     threads: int = 4
     minibatch_size: int = 3
     seed: int = 0
+    rubric: str = DEFAULT_RUBRIC
 
 
 # ---------------------------------------------------------------- validation
@@ -257,6 +259,7 @@ def run_identity(
         "max_tokens": cfg.max_tokens,
         "temperature": cfg.temperature,
         "seed": cfg.seed,
+        "rubric": cfg.rubric,
         "seed_prompt_sha": prompt_sha(seed_instruction),
         "train": train,
         "val": val,
@@ -372,16 +375,18 @@ class RunRecorder:
 # ---------------------------------------------------------------- evaluation
 
 
-def run_program(program: QueryExpander, queries: list[str], threads: int) -> list[Judgement]:
-    """The program's reply to each query, judged; model errors become failed judgements."""
+def run_program(
+    program: QueryExpander, queries: list[str], threads: int, rubric: str = DEFAULT_RUBRIC
+) -> list[Judgement]:
+    """The program's reply to each query, judged with ``rubric``; model errors become failed judgements."""
     from dspy.utils.parallelizer import ParallelExecutor
 
     def one(query: str) -> Judgement:
-        return judge(query, program(query=query).expansion)
+        return judge(query, program(query=query).expansion, rubric)
 
     executor = ParallelExecutor(num_threads=threads, max_errors=len(queries) + 1, disable_progress_bar=True)
     results = executor.execute(one, queries)
-    return [r if isinstance(r, Judgement) else judge(q, "") for q, r in zip(queries, results)]
+    return [r if isinstance(r, Judgement) else judge(q, "", rubric) for q, r in zip(queries, results)]
 
 
 # ---------------------------------------------------------------- the run
@@ -429,7 +434,7 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
     reflection_lm = None
     proposer = None
     if cfg.reflection_model == RUBRIC:
-        proposer = RubricProposer(log_path=run_dir / "rubric_proposals.jsonl")
+        proposer = RubricProposer(log_path=run_dir / "rubric_proposals.jsonl", rubric=cfg.rubric)
         reflection_label = RUBRIC_LABEL
     else:
         reflection_lm = build_lm(
@@ -449,7 +454,7 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
     )
     recorder = RunRecorder(run_dir, prep.val, budget if isinstance(budget, int) else 0, echo)
     optimizer = dspy.GEPA(
-        metric=gepa_metric,
+        metric=metric_for(cfg.rubric),
         auto=cfg.auto,
         max_metric_calls=cfg.max_metric_calls,
         max_full_evals=cfg.max_full_evals,
@@ -470,8 +475,8 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
         with dspy.context(lm=student):
             optimized = optimizer.compile(seed_program, trainset=trainset, valset=valset)
             details = optimized.detailed_results
-            before = run_program(seed_program, prep.val, cfg.threads)
-            after = run_program(optimized, prep.val, cfg.threads)
+            before = run_program(seed_program, prep.val, cfg.threads, cfg.rubric)
+            after = run_program(optimized, prep.val, cfg.threads, cfg.rubric)
             emitted = emit_failed = None
             if cfg.emit is not None:
                 emitted, emit_failed = emit_dataset(optimized, prep, cfg.emit)
@@ -495,6 +500,7 @@ def run_optimize(prep: Prepared, echo: Callable[[str], None] = print) -> Optimiz
         after,
         meta={
             "model": cfg.model,
+            "rubric": cfg.rubric,
             "reflection": reflection_label,
             "budget": budget,
             "train_queries": len(prep.train),
@@ -527,7 +533,7 @@ def emit_dataset(program: QueryExpander, prep: Prepared, path: Path) -> tuple[in
 
     cfg = prep.cfg
     queries = list(dict.fromkeys(prep.train + prep.val))
-    judged = run_program(program, queries, cfg.threads)
+    judged = run_program(program, queries, cfg.threads, cfg.rubric)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta = {
         "source": "gepa",
@@ -545,7 +551,7 @@ def emit_dataset(program: QueryExpander, prep: Prepared, path: Path) -> tuple[in
                 {
                     "query": j.query,
                     "output": [list(item) for item in j.items],
-                    "meta": {**meta, "score": j.percentage},
+                    "meta": {**meta, "score": j.percentage, "score_rubric": cfg.rubric},
                 }
             )
         else:

@@ -79,5 +79,5 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         f"mean {report['before']['mean']:.1f} -> {report['after']['mean']:.1f} ({report['delta_mean']:+.1f}); "
         f"{report['improved']} improved, {report['worsened']} worsened; "
         f"{report['candidates']} candidates, best #{report['best_idx']}, {report['metric_calls']} metric calls, "
-        f"{report['duration_s']:.0f}s; reflection: {report['reflection']}"
+        f"{report['duration_s']:.0f}s; reflection: {report['reflection']}; rubric: {report.get('rubric', 'v1')}"
     )

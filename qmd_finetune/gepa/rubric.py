@@ -20,6 +20,7 @@ from typing import Any
 
 from qmd_finetune.gepa.metric import Judgement, judge
 from qmd_finetune.gepa.program import QUERY_PLACEHOLDER
+from qmd_finetune.reward import DEFAULT_RUBRIC
 
 LABEL = "rubric (deterministic rule-based proposer, no language model)"
 
@@ -268,9 +269,12 @@ def _query_text(inputs: Any) -> str:
 class RubricProposer:
     """GEPA ``ProposalFn``: aggregated deductions of a minibatch -> instruction edits."""
 
-    def __init__(self, log_path: Path | None = None, max_new_rules: int = 2) -> None:
+    def __init__(
+        self, log_path: Path | None = None, max_new_rules: int = 2, rubric: str = DEFAULT_RUBRIC
+    ) -> None:
         self.log_path = log_path
         self.max_new_rules = max_new_rules
+        self.rubric = rubric
         self.history: list[dict[str, Any]] = []
 
     def __call__(
@@ -283,7 +287,8 @@ class RubricProposer:
         for component in components_to_update:
             records = reflective_dataset.get(component) or []
             judged = [
-                judge(_query_text(r.get("Inputs")), _reply_text(r.get("Generated Outputs"))) for r in records
+                judge(_query_text(r.get("Inputs")), _reply_text(r.get("Generated Outputs")), self.rubric)
+                for r in records
             ]
             counts: Counter[str] = Counter()
             for j in judged:

@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from qmd_finetune.cli_options import rubric_option
 from qmd_finetune.training.common import loss_summary
 from qmd_finetune.training.config import (
     ConfigError,
@@ -197,6 +198,9 @@ def evaluate_command(
         help="free | safe (no chat-template tokens, stop after the format's lines) | strict (also "
         "only valid line prefixes, kind limits, no repeated line).",
     ),
+    rubric: str = rubric_option(
+        help="Rubric v1 | v2 (default v2); a --compare report.json in another is rescored."
+    ),
 ) -> None:
     """Greedy generation on a query list, scored with the reward; per query and per category."""
     from qmd_finetune.training import evaluate as ev
@@ -229,8 +233,10 @@ def evaluate_command(
 
         def run(name: str) -> dict:
             if collection is not None:
-                return rt.evaluate_model(name, collection, batch_size, max_new_tokens, dtype, decoding)
-            return ev.evaluate(name, queries, batch_size, max_new_tokens, dtype, limit, decoding)
+                return rt.evaluate_model(
+                    name, collection, batch_size, max_new_tokens, dtype, decoding, rubric=rubric
+                )
+            return ev.evaluate(name, queries, batch_size, max_new_tokens, dtype, limit, decoding, rubric)
 
         report = run(model)
         console.print(f"evaluated: {report['loaded']}", highlight=False)
@@ -257,7 +263,9 @@ def evaluate_command(
 
 def _print_report(report: dict, show: int) -> None:
     comparison = report.get("compare")
-    table = Table(title=f"{report['loaded']}: mean {report['mean']:.1f}% over {report['n']} queries")
+    table = Table(
+        title=f"{report['loaded']}: mean {report['mean']:.1f}% over {report['n']} queries (rubric {report['rubric']})"
+    )
     table.add_column("category")
     table.add_column("n", justify="right")
     table.add_column("mean %", justify="right")
@@ -280,6 +288,12 @@ def _print_report(report: dict, show: int) -> None:
             f"(delta {comparison['delta']:+.1f} over {comparison['matched']} queries)",
             highlight=False,
         )
+        if comparison.get("other_rescored_from"):
+            console.print(
+                f"  (the compared report was scored with rubric {comparison['other_rescored_from']}; "
+                f"rescored with {comparison['rubric']})",
+                highlight=False,
+            )
 
 
 @app.command("export")

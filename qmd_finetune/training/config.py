@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from qmd_finetune.reward import DEFAULT_RUBRIC, RUBRICS
+
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -95,12 +97,15 @@ class GRPORunConfig:
     torch_num_threads: int | None = None
     merge: bool = True
     report_to: str = "none"
+    # The reward's rubric (qmd_finetune.reward): v2 (qmd's current, the default) or v1.
+    rubric: str = DEFAULT_RUBRIC
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "lr_scheduler_type": ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"),
+    "rubric": RUBRICS,
 }
 POSITIVE = {
     "per_device_train_batch_size",

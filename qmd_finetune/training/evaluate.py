@@ -12,12 +12,14 @@ from statistics import mean
 from typing import Any
 
 from qmd_finetune import quality
-from qmd_finetune.reward import score
+from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
 from qmd_finetune.training.models import ModelSource, load_model, load_tokenizer
 from qmd_finetune.training.models import inspect_model as inspect
 from qmd_finetune.training.prompts import PromptFormat, format_for, read_format
 
 DEFAULT_CATEGORY = "uncategorized"
+UNNAMED_REPORT_RUBRIC = "v1"
+"""Reports written before rubrics were named were all scored with v1."""
 
 
 @dataclass
@@ -190,12 +192,15 @@ def evaluate(
     dtype: str = "auto",
     limit: int | None = None,
     decoding: str = "safe",
+    rubric: str = DEFAULT_RUBRIC,
 ) -> dict[str, Any]:
-    """Load exactly ``model_name`` (see models.inspect_model), generate, score; returns the report."""
+    """Load exactly ``model_name`` (see models.inspect_model), generate, score with ``rubric``;
+    returns the report."""
     import torch
 
     from qmd_finetune.embedded import best_dtype
 
+    rubric = check_rubric(rubric)
     queries = read_eval_queries(queries_path)[:limit] if limit else read_eval_queries(queries_path)
     if not queries:
         raise ValueError(f"no queries in {queries_path}")
@@ -210,7 +215,7 @@ def evaluate(
     )
     seconds = time.monotonic() - start
     report = build_report(
-        model_name, source, queries, outputs, fmt, str(queries_path), seconds, str(torch_dtype)
+        model_name, source, queries, outputs, fmt, str(queries_path), seconds, str(torch_dtype), rubric
     )
     report["decoding"] = decoding
     return report
@@ -225,49 +230,72 @@ def build_report(
     queries_path: str,
     seconds: float,
     dtype: str,
+    rubric: str = DEFAULT_RUBRIC,
 ) -> dict[str, Any]:
-    results = []
-    by_category: dict[str, list[float]] = defaultdict(list)
-    for q, text in zip(queries, outputs):
-        s = score(q.query, text)
-        results.append(
-            {
-                "query": q.query,
-                "category": q.category,
-                "output": text,
-                "percentage": s.percentage,
-                "rating": s.rating,
-                "deductions": s.deductions,
-                "gate": quality.reasons(quality.check_text(q.query, text)),
-            }
-        )
-        by_category[q.category].append(s.percentage)
-    ratings: dict[str, int] = defaultdict(int)
-    gate: dict[str, int] = defaultdict(
-        int
-    )  # answers failing each quality-gate rule, whatever the rubric says
-    for r in results:
-        ratings[r["rating"]] += 1
-        for reason in r["gate"]:
-            gate[quality.rule_of(reason)] += 1
+    results = [
+        _scored({"query": q.query, "category": q.category, "output": text}, rubric)
+        for q, text in zip(queries, outputs)
+    ]
     return {
         "model": model_name,
         "loaded": source.describe() if source else model_name,
         "queries_file": queries_path,
         "prompt_format": fmt.to_dict(),
         "dtype": dtype,
-        "n": len(results),
-        "mean": round(mean(r["percentage"] for r in results), 2),
-        "ratings": dict(ratings),
-        "gate": dict(gate),
-        "categories": {c: {"n": len(v), "mean": round(mean(v), 2)} for c, v in by_category.items()},
+        **_aggregate(results, rubric),
         "generation_seconds": round(seconds, 1),
         "results": results,
     }
 
 
+def _scored(result: dict[str, Any], rubric: str) -> dict[str, Any]:
+    s = score(result["query"], result["output"], rubric)
+    gate = quality.reasons(quality.check_text(result["query"], result["output"]))
+    return {
+        **result,
+        "percentage": s.percentage,
+        "rating": s.rating,
+        "deductions": s.deductions,
+        "gate": gate,
+    }
+
+
+def _aggregate(results: list[dict[str, Any]], rubric: str) -> dict[str, Any]:
+    by_category: dict[str, list[float]] = defaultdict(list)
+    ratings: dict[str, int] = defaultdict(int)
+    gate: dict[str, int] = defaultdict(
+        int
+    )  # answers failing each quality-gate rule, whatever the rubric says
+    for r in results:
+        by_category[r["category"]].append(r["percentage"])
+        ratings[r["rating"]] += 1
+        for reason in r["gate"]:
+            gate[quality.rule_of(reason)] += 1
+    return {
+        "rubric": rubric,
+        "n": len(results),
+        "mean": round(mean(r["percentage"] for r in results), 2),
+        "ratings": dict(ratings),
+        "gate": dict(gate),
+        "categories": {c: {"n": len(v), "mean": round(mean(v), 2)} for c, v in by_category.items()},
+    }
+
+
+def rescore(report: dict[str, Any], rubric: str) -> dict[str, Any]:
+    """The report with its stored outputs scored again under ``rubric`` (no model needed)."""
+    results = [_scored(r, rubric) for r in report["results"]]
+    return {**report, **_aggregate(results, rubric), "results": results}
+
+
 def compare(report: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """Deltas ``report - other``: overall, per category and per query (matched by query text)."""
+    """Deltas ``report - other``: overall, per category and per query (matched by query text).
+
+    A saved report scored with another rubric is rescored from its outputs first, so both
+    sides are scored alike."""
+    rubric = report.get("rubric", UNNAMED_REPORT_RUBRIC)
+    other_rubric = other.get("rubric", UNNAMED_REPORT_RUBRIC)
+    if other_rubric != rubric:
+        other = rescore(other, rubric)
     theirs = {r["query"]: r for r in other["results"]}
     per_query = [
         {
@@ -290,6 +318,8 @@ def compare(report: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
             }
     return {
         "other_model": other["model"],
+        "rubric": rubric,
+        "other_rescored_from": None if other_rubric == rubric else other_rubric,
         "mean": report["mean"],
         "other_mean": other["mean"],
         "delta": round(report["mean"] - other["mean"], 2),
@@ -337,7 +367,7 @@ def render_html(report: dict[str, Any]) -> str:
         for r in report["results"]
     )
     delta_head = "<th>delta</th>" if comparison else ""
-    summary = f"mean {report['mean']:.1f}% over {report['n']} queries"
+    summary = f"mean {report['mean']:.1f}% over {report['n']} queries (rubric {report.get('rubric', '?')})"
     if comparison:
         summary += f" (vs {esc(comparison['other_model'])}: {comparison['other_mean']:.1f}%, delta {comparison['delta']:+.1f})"
     return f"""<!doctype html>

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qmd_finetune.reward import grpo_reward
+from qmd_finetune.reward import grpo_reward_for
 from qmd_finetune.training.common import (
     Log,
     choose_runtime,
@@ -182,7 +182,7 @@ def run_grpo(config: GRPORunConfig, resume: bool = False, log: Log = print) -> d
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=grpo_reward,
+        reward_funcs=grpo_reward_for(config.rubric),
         args=args,
         train_dataset=train,
         processing_class=tokenizer,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from qmd_finetune.records import Item, Record, RecordError, only_mode, parse_expansion, render
+from qmd_finetune.reward import DEFAULT_RUBRIC
 
 RRF_K = 60
 DEPTH = 20
@@ -574,9 +575,10 @@ def evaluate_model(
     dtype: str = "auto",
     decoding: str = "safe",
     cache_dir: str | Path | None = None,
+    rubric: str = DEFAULT_RUBRIC,
 ) -> dict[str, Any]:
     """Generate the model's answers for the collection's queries; the ``train eval`` report
-    (rubric on those answers) with a ``retrieval`` section."""
+    (``rubric`` on those answers) with a ``retrieval`` section."""
     import torch
 
     from qmd_finetune.embedded import best_dtype
@@ -595,7 +597,7 @@ def evaluate_model(
     del model
     queries = [ev.EvalQuery(q, ev.DEFAULT_CATEGORY) for q in collection.queries]
     report = ev.build_report(
-        model_name, source, queries, outputs, fmt, collection.name, seconds, str(torch_dtype)
+        model_name, source, queries, outputs, fmt, collection.name, seconds, str(torch_dtype), rubric
     )
     report["decoding"] = decoding
     report["retrieval"] = evaluate_answers(collection, outputs, cache_dir=cache_dir)
