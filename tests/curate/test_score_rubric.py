@@ -19,6 +19,7 @@ import pytest
 from _curate_fixtures import REFERENCE, write_jsonl
 from typer.testing import CliRunner
 
+from qmd_finetune.curate.card import build_card
 from qmd_finetune.curate.cli import app
 from qmd_finetune.curate.pipeline import balance_config
 from qmd_finetune.resources import validator
@@ -196,3 +197,9 @@ def test_analyze_names_the_rubric_it_scored_with_or_the_one_the_rows_carry(tmp_p
         str(tmp_path / "c.json"),
     )
     assert json.loads((tmp_path / "c.json").read_text())["score"]["rubric"] == "mixed (v1, v2)"
+
+
+def test_dataset_card_names_the_score_rubric(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [BOB_NO_NAME])
+    invoke("score", "-i", str(source), "-o", str(tmp_path / "s.jsonl"), "--rubric", "v1")
+    assert "| score rubric | v1 |" in build_card(tmp_path / "s.jsonl", name="bob")
