@@ -5,27 +5,39 @@ The taxonomy lives in ``data/taxonomy.yaml`` (categories with ``weight``, ``keyw
 
 - ``category``: an existing category is kept (mapped through ``aliases``) unless
   ``recategorize=True`` or it is ``non_topical`` (e.g. ``diverse_addon``, a label of where
-  a row came from). Otherwise the category with the most keyword/pattern hits on the query
-  wins, ties to the category listed first; with no hit on the query the lex/vec lines are
-  tried (``use_output``); with none there either the taxonomy's ``default``.
-- ``category_reason`` (Utf8): why, e.g. ``keyword 'docker', 'compose' -> technology``,
-  ``pattern '(?i)\\bcauses of\\b' -> history``, ``kept existing 'arts' (alias of arts_culture)``,
-  ``no keyword or pattern matched -> general``.
+  a row came from). Otherwise, with ``method="embedding"`` (the default), by meaning: the
+  query's all-MiniLM-L6-v2 embedding is compared with labelled seed queries
+  (``data/category_seeds.yaml`` plus the taxonomy's ``examples``); a category's score is the
+  mean cosine similarity of its ``neighbors`` nearest seeds and the best score wins. Keywords
+  only break near ties: a keyword category within ``tie_margin`` of the best wins. A best
+  score under ``min_similarity`` assigns nothing from the query; then the lex/vec lines are
+  tried (``use_output``), then the taxonomy's ``default``. ``method="keywords"`` is the
+  previous rule (most keyword/pattern hits, ties to the category listed first).
+- ``category_reason`` (Utf8): why, e.g. ``nearest technology examples 'vim delete all
+  lines' 0.52, ... (score 0.47; next science 0.21) -> technology``, ``keyword 'docker' ->
+  technology`` (keywords method), ``kept existing 'arts' (alias of arts_culture)``.
 - ``facets`` (List(Utf8)): ``short_query``, ``temporal``, ``named_entity`` (the reward's
   entity rules, vectorized), ``only_mode``, ``personal_notes``.
 
-No row is rejected. Keyword and pattern tests run once per distinct query.
+No row is rejected. Queries are classified once per distinct query, only for rows that
+need a category; the seed embeddings are cached on disk keyed by the seed texts and model.
 
 Options (keyword, typed):
 
 - ``taxonomy: str | Path | Taxonomy | None = None`` taxonomy file (default ``data/taxonomy.yaml``).
 - ``recategorize: bool = False`` assign every row, ignoring existing categories.
-- ``use_output: bool = True`` fall back to the lex/vec lines when the query matches nothing.
+- ``use_output: bool = True`` fall back to the lex/vec lines when the query gives no category.
+- ``method: str = "embedding"`` ``embedding`` or ``keywords``.
+- ``seeds: str | Path | None = None`` seed file (default ``data/category_seeds.yaml``).
+- ``min_similarity: float | None = None`` override the seed file's ``min_similarity``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +47,9 @@ import polars as pl
 import yaml
 
 from qmd_finetune.curate.clean import word_pattern
+from qmd_finetune.curate.encoder import SentenceEncoder, load_encoder
 from qmd_finetune.curate.stage import StageResult, empty_rejected
+from qmd_finetune.embedded import cache_root
 from qmd_finetune.resources import data_path
 from qmd_finetune.reward import KEY_TERM_STOPWORDS
 
@@ -181,6 +195,225 @@ def _assign(texts: pl.Series, taxonomy: Taxonomy) -> pl.DataFrame:
     )
 
 
+METHODS = ("embedding", "keywords")
+TIE_MARKER = "breaks a near tie"
+Classifier = Callable[[pl.Series], pl.DataFrame]
+"""Distinct texts -> frame ``t``, ``category`` (null: none found), ``reason``, ``weak``
+(best score under ``min_similarity``: the lex/vec lines decide when they are not weak)."""
+
+
+def _keyword_classifier(tax: Taxonomy) -> Classifier:
+    """The keyword rule as a classifier: most hits win; no hit -> no category."""
+
+    def classify(texts: pl.Series) -> pl.DataFrame:
+        assigned = _assign(texts, tax)
+        return assigned.select(
+            "t",
+            "category",
+            pl.when(pl.col("category").is_not_null())
+            .then(pl.col("matched") + pl.lit(" -> ") + pl.col("category"))
+            .otherwise(pl.lit("no keyword or pattern matched"))
+            .alias("reason"),
+            pl.lit(False).alias("weak"),
+        )
+
+    return classify
+
+
+@dataclass
+class Seeds:
+    """Labelled seed queries and the settings chosen with them (``data/category_seeds.yaml``)."""
+
+    texts: list[str]
+    labels: np.ndarray
+    categories: list[str]
+    neighbors: int
+    tie_margin: float
+    min_similarity: float
+
+    def digest(self, model: str) -> str:
+        """Names these seed texts under one model: the key of the seed-embedding cache."""
+        payload = "\n".join([model, *(f"{c}\t{t}" for c, t in zip(self.labels, self.texts))])
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def load_seeds(path: str | Path | None = None, taxonomy: Taxonomy | None = None) -> Seeds:
+    """Read a seed file and add the taxonomy's ``examples``; unknown categories fail here."""
+    tax = taxonomy or load_taxonomy()
+    source = Path(path) if path is not None else data_path("category_seeds.yaml")
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{source}: cannot read seeds: {error}") from None
+    settings = raw.get("settings") or {}
+    by_category: dict[str, list[str]] = {c.name: list(c.examples) for c in tax.categories}
+    for name, queries in (raw.get("seeds") or {}).items():
+        if name not in by_category:
+            raise ValueError(
+                f"{source}: seed category {name!r} is not in the taxonomy "
+                f"(known: {', '.join(tax.names)}); pass seeds= for a custom taxonomy or method='keywords'"
+            )
+        by_category[str(name)].extend(str(q) for q in queries or [])
+    categories = [name for name, queries in by_category.items() if queries]
+    if not categories:
+        raise ValueError(f"{source}: no seed queries")
+    texts: list[str] = []
+    labels: list[int] = []
+    for index, name in enumerate(categories):
+        for query in dict.fromkeys(q.strip() for q in by_category[name] if q.strip()):
+            texts.append(query)
+            labels.append(index)
+    neighbors = int(settings.get("neighbors", 5))
+    if neighbors < 1:
+        raise ValueError(f"{source}: settings.neighbors must be >= 1")
+    return Seeds(
+        texts=texts,
+        labels=np.asarray(labels, dtype=np.int64),
+        categories=categories,
+        neighbors=neighbors,
+        tie_margin=float(settings.get("tie_margin", 0.0)),
+        min_similarity=float(settings.get("min_similarity", 0.0)),
+    )
+
+
+_SEED_VECTORS: dict[str, np.ndarray] = {}
+
+
+def seed_vectors(seeds: Seeds, encoder: SentenceEncoder) -> np.ndarray:
+    """Embeddings of the seed texts: computed once, then read from memory or the on-disk cache."""
+    key = seeds.digest(encoder.identity)
+    if key in _SEED_VECTORS:
+        return _SEED_VECTORS[key]
+    path = cache_root() / "categorize" / f"seeds-{key}.npy"
+    vectors = None
+    if path.exists():
+        try:
+            vectors = np.load(path)
+        except (OSError, ValueError):
+            vectors = None
+        if vectors is not None and vectors.shape != (len(seeds.texts), encoder.dimension):
+            vectors = None
+    if vectors is None:
+        vectors = encoder.encode(seeds.texts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as handle:
+                np.save(handle, vectors)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs re-encoding the seeds next time
+    _SEED_VECTORS[key] = vectors
+    return vectors
+
+
+def category_scores(similarity: np.ndarray, seeds: Seeds) -> np.ndarray:
+    """Per category, the mean similarity of its ``neighbors`` most similar seeds (rows x categories)."""
+    scores = np.zeros((similarity.shape[0], len(seeds.categories)), dtype=np.float32)
+    for index in range(len(seeds.categories)):
+        columns = similarity[:, seeds.labels == index]
+        k = min(seeds.neighbors, columns.shape[1])
+        scores[:, index] = np.partition(columns, columns.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+    return scores
+
+
+def _examples(similarity: np.ndarray, seeds: Seeds, category: int, count: int = 3) -> str:
+    columns = np.flatnonzero(seeds.labels == category)
+    best = columns[np.argsort(-similarity[columns], kind="stable")[:count]]
+    return ", ".join(f"'{seeds.texts[j]}' {similarity[j]:.2f}" for j in best)
+
+
+def _embedding_classifier(tax: Taxonomy, seeds: Seeds, min_similarity: float | None) -> Classifier:
+    encoder = load_encoder()
+    seed_matrix = seed_vectors(seeds, encoder)
+    floor = seeds.min_similarity if min_similarity is None else float(min_similarity)
+    index_of = {name: i for i, name in enumerate(seeds.categories)}
+
+    def classify(texts: pl.Series, chunk: int = 4096) -> pl.DataFrame:
+        values = texts.to_list()
+        keyword = _assign(texts, tax)
+        keyword_category = keyword["category"].to_list()
+        keyword_matched = keyword["matched"].to_list()
+        vectors = encoder.encode(values)
+        categories: list[str] = []
+        reasons: list[str] = []
+        weak: list[bool] = []
+        for start in range(0, len(values), chunk):
+            similarity = vectors[start : start + chunk] @ seed_matrix.T
+            scores = category_scores(similarity, seeds)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            for i in range(similarity.shape[0]):
+                row = start + i
+                best = int(order[i, 0])
+                top = float(scores[i, best])
+                chosen = best
+                tie = keyword_category[row]
+                if (
+                    tie in index_of
+                    and index_of[tie] != best
+                    and float(scores[i, index_of[tie]]) >= top - seeds.tie_margin
+                ):
+                    chosen = index_of[tie]
+                name = seeds.categories[chosen]
+                nearest = _examples(similarity[i], seeds, chosen)
+                under = f", under min_similarity {floor:.2f}" if top < floor else ""
+                if chosen != best:
+                    reasons.append(
+                        f"{keyword_matched[row]} {TIE_MARKER} ({name} {scores[i, chosen]:.2f}, "
+                        f"{seeds.categories[best]} {top:.2f}{under}); nearest {name} examples {nearest} -> {name}"
+                    )
+                else:
+                    runner = ""
+                    if scores.shape[1] > 1:
+                        second = int(order[i, 1])
+                        runner = f"; next {seeds.categories[second]} {scores[i, second]:.2f}"
+                    reasons.append(
+                        f"nearest {name} examples {nearest} (score {top:.2f}{under}{runner}) -> {name}"
+                    )
+                categories.append(name)
+                weak.append(top < floor)
+        return pl.DataFrame(
+            {"t": texts, "category": categories, "reason": reasons, "weak": weak},
+            schema={"t": pl.Utf8, "category": pl.Utf8, "reason": pl.Utf8, "weak": pl.Boolean},
+        )
+
+    return classify
+
+
+def classifier(
+    method: str = "embedding",
+    taxonomy: Taxonomy | None = None,
+    seeds: str | Path | Seeds | None = None,
+    min_similarity: float | None = None,
+) -> Classifier:
+    """The function that categorizes distinct texts by ``method`` (model and seeds loaded here)."""
+    tax = taxonomy or load_taxonomy()
+    if method == "keywords":
+        return _keyword_classifier(tax)
+    if method != "embedding":
+        raise ValueError(f"unknown categorize method {method!r} (known: {', '.join(METHODS)})")
+    seed_set = seeds if isinstance(seeds, Seeds) else load_seeds(seeds, tax)
+    return _embedding_classifier(tax, seed_set, min_similarity)
+
+
+def nearest_examples(
+    query: str, seeds: str | Path | Seeds | None = None, taxonomy: Taxonomy | None = None, count: int = 5
+) -> list[dict[str, Any]]:
+    """The seed queries most similar to ``query`` with their categories (for ``--explain``)."""
+    seed_set = seeds if isinstance(seeds, Seeds) else load_seeds(seeds, taxonomy)
+    encoder = load_encoder()
+    similarity = encoder.encode([query])[0] @ seed_vectors(seed_set, encoder).T
+    best = np.argsort(-similarity, kind="stable")[:count]
+    return [
+        {
+            "example": seed_set.texts[j],
+            "category": seed_set.categories[int(seed_set.labels[j])],
+            "similarity": round(float(similarity[j]), 4),
+        }
+        for j in best
+    ]
+
+
 def entity_expr(base: pl.Expr) -> pl.Expr:
     """True when ``reward.extract_entities(base, rubric="v1")`` is non-empty (rules 1-4, vectorized).
 
@@ -245,9 +478,14 @@ def run(
     taxonomy: str | Path | Taxonomy | None = None,
     recategorize: bool = False,
     use_output: bool = True,
+    method: str = "embedding",
+    seeds: str | Path | Seeds | None = None,
+    min_similarity: float | None = None,
 ) -> StageResult:
     """Set ``category``, ``category_reason`` and ``facets`` on every row; rejects nothing."""
     tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+    if method not in METHODS:
+        raise ValueError(f"unknown categorize method {method!r} (known: {', '.join(METHODS)})")
     columns = [c for c in frame.columns if c not in (REASON_COLUMN, FACETS)]
     data = frame.select(columns)
     if "category" not in data.columns:
@@ -278,55 +516,62 @@ def run(
         .to_series()
     )
 
-    # Assign from the query, once per distinct base query.
-    distinct = base.unique()
-    assigned = _assign(distinct, tax)
-    by_query = base.rename("t").to_frame().join(assigned, on="t", how="left", maintain_order="left")
-    category = by_query["category"]
-    reason = by_query.select(
-        pl.when(pl.col("category").is_not_null())
-        .then(pl.col("matched") + pl.lit(" -> ") + pl.col("category"))
-        .otherwise(pl.lit(None, pl.Utf8))
-    ).to_series()
+    # Assign from the query, once per distinct base query of the rows that need a category.
     usable_np = usable.to_numpy()
+    need = ~usable_np
+    category = pl.Series([None] * data.height, dtype=pl.Utf8)
+    reason = pl.Series([None] * data.height, dtype=pl.Utf8)
     from_output = np.zeros(data.height, dtype=bool)
-    if use_output:
-        missing = np.flatnonzero(category.is_null().to_numpy() & ~usable_np)
-        if len(missing):
-            texts = (
-                data["output"]
-                .gather(missing)
-                .list.eval(
-                    pl.element()
-                    .filter(pl.element().list.first().is_in(["lex", "vec"]))
-                    .list.get(1, null_on_oob=True)
+    rows_needing = np.flatnonzero(need)
+    if len(rows_needing):
+        classify = classifier(method, tax, seeds, min_similarity)
+        wanted = base.gather(rows_needing)
+        found = (
+            wanted.rename("t")
+            .to_frame()
+            .join(classify(wanted.unique()), on="t", how="left", maintain_order="left")
+        )
+        category = category.scatter(rows_needing, found["category"])
+        reason = reason.scatter(rows_needing, found["reason"])
+        if use_output:
+            weak = np.zeros(data.height, dtype=bool)
+            weak[rows_needing] = found["weak"].fill_null(False).to_numpy()
+            missing = np.flatnonzero((category.is_null().to_numpy() | weak) & need)
+            if len(missing):
+                texts = (
+                    data["output"]
+                    .gather(missing)
+                    .list.eval(
+                        pl.element()
+                        .filter(pl.element().list.first().is_in(["lex", "vec"]))
+                        .list.get(1, null_on_oob=True)
+                    )
+                    .list.join(" ; ")
+                    .fill_null("")
                 )
-                .list.join(" ; ")
-            )
-            unique_texts = texts.unique()
-            from_texts = (
-                texts.rename("t")
-                .to_frame()
-                .join(_assign(unique_texts, tax), on="t", how="left", maintain_order="left")
-            )
-            hit = from_texts["category"].is_not_null().to_numpy()
-            rows = missing[hit]
-            if len(rows):
-                found = from_texts.filter(pl.Series(hit))
-                category = category.scatter(rows, found["category"])
-                reason = reason.scatter(
-                    rows,
-                    found.select(
-                        pl.lit("from lex/vec lines: ")
-                        + pl.col("matched")
-                        + pl.lit(" -> ")
-                        + pl.col("category")
-                    ).to_series(),
+                from_texts = (
+                    texts.rename("t")
+                    .to_frame()
+                    .join(classify(texts.unique()), on="t", how="left", maintain_order="left")
                 )
-                from_output[rows] = True
-    no_match = category.is_null().to_numpy() & ~usable_np
+                hit = (from_texts["category"].is_not_null() & ~from_texts["weak"]).to_numpy()
+                rows = missing[hit]
+                if len(rows):
+                    hits = from_texts.filter(pl.Series(hit))
+                    category = category.scatter(rows, hits["category"])
+                    reason = reason.scatter(rows, "from lex/vec lines: " + hits["reason"])
+                    from_output[rows] = True
+    no_match = category.is_null().to_numpy() & need
+    reason = (
+        pl.DataFrame({"c": category, "r": reason})
+        .select(
+            pl.when(pl.col("c").is_null() & pl.col("r").is_not_null())
+            .then(pl.col("r") + pl.lit(f" -> {tax.default}"))
+            .otherwise(pl.col("r"))
+        )
+        .to_series()
+    )
     category = category.fill_null(tax.default)
-    reason = reason.fill_null(f"no keyword or pattern matched -> {tax.default}")
 
     final_category = (
         pl.DataFrame({"u": usable, "k": kept_category, "c": category})
@@ -358,13 +603,15 @@ def run(
         "assigned_from_query": int((~usable_np & ~from_output & ~no_match).sum()),
         "assigned_from_output": int(from_output.sum()),
         "assigned_default": int(no_match.sum()),
+        "keyword_tiebreaks": int(final_reason.str.contains(TIE_MARKER, literal=True).fill_null(False).sum()),
     }
     facet_counts = (
         kept.select(pl.col(FACETS).explode().drop_nulls().value_counts(sort=True)).to_series().to_list()
     )
     for entry in facet_counts:
         counts[f"facet:{entry[FACETS]}"] = int(entry["count"])
-    return StageResult(kept=kept, rejected=empty_rejected(kept), counts=counts, report=_report(kept, tax))
+    report = {"method": method, **_report(kept, tax)}
+    return StageResult(kept=kept, rejected=empty_rejected(kept), counts=counts, report=report)
 
 
 def _report(kept: pl.DataFrame, tax: Taxonomy, examples: int = 3) -> dict[str, Any]:
@@ -397,10 +644,20 @@ def _report(kept: pl.DataFrame, tax: Taxonomy, examples: int = 3) -> dict[str, A
 def explain(
     query: str, category: str | None = None, taxonomy: str | Path | Taxonomy | None = None, **options: Any
 ) -> dict[str, Any]:
-    """Category, reason and facets for one query (what ``curate categorize --explain`` shows)."""
+    """Category, reason, facets and (embedding method) the nearest seed queries of one query."""
     frame = pl.DataFrame(
         {"query": [query], "output": [[]], "category": [category]},
         schema={"query": pl.Utf8, "output": pl.List(pl.List(pl.Utf8)), "category": pl.Utf8},
     )
     row = run(frame, taxonomy=taxonomy, **options).kept.row(0, named=True)
-    return {"query": query, "category": row["category"], "reason": row[REASON_COLUMN], "facets": row[FACETS]}
+    explained = {
+        "query": query,
+        "category": row["category"],
+        "reason": row[REASON_COLUMN],
+        "facets": row[FACETS],
+    }
+    if options.get("method", "embedding") == "embedding":
+        base = re.sub(_ONLY_SUFFIX.replace("(?i)", ""), "", query, flags=re.IGNORECASE).strip()
+        tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
+        explained["neighbors"] = nearest_examples(base, options.get("seeds"), tax)
+    return explained

@@ -334,12 +334,23 @@ def categorize(
         False, "--recategorize", help="Assign every row, ignoring existing categories."
     ),
     use_output: bool = typer.Option(
-        True, help="Fall back to the lex/vec lines when the query matches nothing."
+        True, help="Let the lex/vec lines decide when the query gives no (or only a weak) category."
     ),
-    explain: bool = typer.Option(False, "--explain", help="Print why rows got their category."),
+    method: str = typer.Option(
+        "embedding", "--method", help="embedding (MiniLM + seed queries) or keywords."
+    ),
+    seeds: Path | None = typer.Option(
+        None, "--seeds", help="Seed queries YAML (default: data/category_seeds.yaml)."
+    ),
+    min_similarity: float | None = typer.Option(
+        None, "--min-similarity", help="Override the seed file's min_similarity (weak-match floor)."
+    ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Print why rows got their category (nearest seed queries, similarities)."
+    ),
     show: int = typer.Option(20, "--show", help="Rows to explain with --explain."),
 ) -> None:
-    """Set category (taxonomy keywords/patterns), category_reason and facets on every row."""
+    """Set category (by meaning: nearest seed queries), category_reason and facets on every row."""
     inputs = input_files(inputs, more)
     run = _stage(
         "categorize",
@@ -350,6 +361,9 @@ def categorize(
         taxonomy=None if taxonomy is None else str(taxonomy),
         recategorize=recategorize,
         use_output=use_output,
+        method=method,
+        seeds=None if seeds is None else str(seeds),
+        min_similarity=min_similarity,
     )
     if explain:
         from qmd_finetune.curate.analyze import print_explanations

@@ -1,9 +1,10 @@
-"""categorize: taxonomy keywords/patterns with a reason per row, aliases, facets."""
+"""categorize: categories by meaning (MiniLM + seeds) or keywords, a reason per row, aliases, facets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -37,20 +38,22 @@ def test_taxonomy_weights_sum_to_one_and_categories_have_keywords():
 
 
 def test_keyword_assignment_is_explained():
-    row = run([rec("kubernetes ingress")]).row(0, named=True)
+    row = run([rec("kubernetes ingress")], method="keywords").row(0, named=True)
     assert row["category"] == "technology"
     assert row["category_reason"] == "keyword 'kubernetes' -> technology"
 
 
 def test_keywords_match_whole_words_only():
     # "start" holds "art", "cheat" holds "tea": neither counts
-    row = run([rec("how to start a small business")]).row(0, named=True)
+    row = run([rec("how to start a small business")], method="keywords").row(0, named=True)
     assert row["category"] == "finance_business"
     assert "'art'" not in row["category_reason"]
 
 
 def test_most_hits_win_and_patterns_are_named():
-    kept = run([rec("causes of the cold war"), rec("kubernetes helm chart with terraform")])
+    kept = run(
+        [rec("causes of the cold war"), rec("kubernetes helm chart with terraform")], method="keywords"
+    )
     assert kept["category"].to_list() == ["history", "technology"]
     assert "pattern '(?i)\\bcauses of\\b'" in kept["category_reason"][0]
     assert kept["category_reason"][1].startswith("keywords 'kubernetes', 'helm', 'terraform'")
@@ -70,7 +73,7 @@ def test_ties_go_to_the_category_listed_first(tmp_path):
             }
         )
     )
-    kept = run([rec("beta alpha"), rec("beta")], taxonomy=path)
+    kept = run([rec("beta alpha"), rec("beta")], taxonomy=path, method="keywords")
     assert kept["category"].to_list() == ["first", "second"]
 
 
@@ -83,25 +86,25 @@ def test_existing_category_kept_mapped_by_alias_or_replaced():
     ]
     kept = run(records)
     assert kept["category"].to_list() == ["food_cooking", "health_wellness", "technology", "my_label"]
-    assert kept["category_reason"].to_list() == [
-        "kept existing category",
-        "kept existing 'medicine' (alias of health_wellness)",
-        "keyword 'kubernetes' -> technology",
-        "kept existing category (not in the taxonomy)",
-    ]
+    reasons = kept["category_reason"].to_list()
+    assert reasons[:2] == ["kept existing category", "kept existing 'medicine' (alias of health_wellness)"]
+    assert reasons[2].startswith("nearest technology examples ") and reasons[2].endswith(" -> technology")
+    assert reasons[3] == "kept existing category (not in the taxonomy)"
     again = run(records, recategorize=True)
     assert again["category"].to_list()[:1] == ["technology"]
 
 
-def test_output_lines_are_the_fallback_then_the_default():
-    kept = run([rec("deconstruction", lex="derrida philosophy texts"), rec("zxq plover")])
+def test_keywords_method_falls_back_to_output_lines_then_the_default():
+    kept = run([rec("deconstruction", lex="derrida philosophy texts"), rec("zxq plover")], method="keywords")
     assert kept["category"].to_list() == ["philosophy", "general"]
     assert kept["category_reason"].to_list() == [
         "from lex/vec lines: keyword 'philosophy' -> philosophy",
         "no keyword or pattern matched -> general",
     ]
     assert (
-        run([rec("deconstruction", lex="derrida philosophy texts")], use_output=False)["category"][0]
+        run([rec("deconstruction", lex="derrida philosophy texts")], use_output=False, method="keywords")[
+            "category"
+        ][0]
         == "general"
     )
 
@@ -158,8 +161,19 @@ def test_bad_taxonomy_fails_fast(tmp_path):
         categorize.load_taxonomy(path)
 
 
-def test_explain_one_query():
-    explained = categorize.explain("python decorators tutorial")
+def test_explain_one_query_names_the_nearest_seed_queries():
+    explained = categorize.explain("python virtualenv setup")
+    assert explained["category"] == "technology"
+    assert explained["reason"].startswith("nearest technology examples '")
+    neighbors = explained["neighbors"]
+    assert len(neighbors) == 5 and neighbors[0]["category"] == "technology"
+    similarities = [n["similarity"] for n in neighbors]
+    assert similarities == sorted(similarities, reverse=True) and 0 < similarities[0] <= 1
+    assert f"'{neighbors[0]['example']}' {neighbors[0]['similarity']:.2f}" in explained["reason"]
+
+
+def test_explain_with_keywords_has_no_neighbors():
+    explained = categorize.explain("python decorators tutorial", method="keywords")
     assert explained == {
         "query": "python decorators tutorial",
         "category": "technology",
@@ -175,6 +189,7 @@ def test_rerun_replaces_reason_and_facets():
     assert twice["category_reason"].to_list() == once["category_reason"].to_list()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/data/qmd-reference")
 def test_reference_data_every_row_has_a_category_and_reason():
     frame = normalize.run(read_records(sorted(REFERENCE.glob("*.jsonl"))).frame).kept
@@ -187,3 +202,80 @@ def test_reference_data_every_row_has_a_category_and_reason():
     facet_entity = ["named_entity" in f for f in kept["facets"].to_list()]
     assert facet_entity == [bool(extract_entities(q, rubric="v1")) for q in base]
     assert result.counts["facet:only_mode"] > 300
+
+
+@pytest.mark.parametrize(
+    ("query", "category"),
+    [
+        ("UFC fighter rankings", "sports_fitness"),
+        ("wedding photography package", "lifestyle_relationships"),
+        ("tmux split pane shortcut", "technology"),
+        ("mac address vs ip address", "technology"),
+    ],
+)
+def test_issue_hard_cases_are_categorized_by_meaning(query, category):
+    # keywords put these in education_learning ("class"), technology ("package") and general
+    row = run([rec(query)], recategorize=True).row(0, named=True)
+    assert row["category"] == category, row["category_reason"]
+
+
+def write_seeds(tmp_path: Path, **settings) -> Path:
+    raw = yaml.safe_load((Path(categorize.__file__).parents[2] / "data" / "category_seeds.yaml").read_text())
+    raw["settings"] = {**raw["settings"], **settings}
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_keywords_only_break_near_ties(tmp_path):
+    query = "python snake habitat"  # nearest seeds are science; keyword 'python' says technology
+    strict = run([rec(query)], seeds=write_seeds(tmp_path, tie_margin=0.0)).row(0, named=True)
+    assert strict["category"] != "technology" and "near tie" not in strict["category_reason"]
+    loose = run([rec(query)], seeds=write_seeds(tmp_path, tie_margin=1.0)).row(0, named=True)
+    assert loose["category"] == "technology"
+    assert loose["category_reason"].startswith("keyword 'python' breaks a near tie (technology ")
+
+
+def test_weak_query_takes_its_lex_vec_lines_when_they_are_not_weak():
+    lines = {"lex": "sourdough starter feeding", "vec": "how often should I feed my sourdough starter"}
+    records = [
+        {"query": "I am here", "output": [[kind, text] for kind, text in lines.items()]},
+        rec("I am here", lex="zzz"),
+    ]
+    kept = run(records, min_similarity=0.25)
+    first, second = kept.row(0, named=True), kept.row(1, named=True)
+    assert first["category"] == "food_cooking"
+    assert first["category_reason"].startswith("from lex/vec lines: nearest food_cooking examples ")
+    # lines as weak as the query: the query's own (weak) best category stays, never the default
+    assert "under min_similarity 0.25" in second["category_reason"]
+    alone = run(records[1:], min_similarity=0.25, use_output=False).row(0, named=True)
+    assert second["category"] == alone["category"] != "general"
+
+
+def test_identical_queries_get_one_assignment():
+    kept = run([rec("sourdough starter feeding"), rec("sourdough starter feeding /only:lex")])
+    assert kept["category"].to_list() == ["food_cooking", "food_cooking"]
+    assert kept["category_reason"][0] == kept["category_reason"][1]
+
+
+def test_seed_embeddings_are_cached_on_disk_by_seed_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMD_FINETUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(categorize, "_SEED_VECTORS", {})
+    encoder = categorize.load_encoder()
+    seeds = categorize.load_seeds()
+    first = categorize.seed_vectors(seeds, encoder)
+    files = list((tmp_path / "cache" / "categorize").glob("seeds-*.npy"))
+    assert [f.name for f in files] == [f"seeds-{seeds.digest(encoder.identity)}.npy"]
+    monkeypatch.setattr(categorize, "_SEED_VECTORS", {})
+    assert np.array_equal(categorize.seed_vectors(seeds, encoder), first)
+    fewer = categorize.Seeds(**{**seeds.__dict__, "texts": seeds.texts[:-1], "labels": seeds.labels[:-1]})
+    assert fewer.digest(encoder.identity) != seeds.digest(encoder.identity)
+
+
+def test_unknown_seed_category_or_method_fails_clearly(tmp_path):
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump({"seeds": {"astrology": ["my horoscope"]}}))
+    with pytest.raises(ValueError, match=r"seeds.yaml: seed category 'astrology' is not in the taxonomy"):
+        categorize.load_seeds(path)
+    with pytest.raises(ValueError, match="unknown categorize method 'magic'"):
+        run([rec("x")], method="magic")
