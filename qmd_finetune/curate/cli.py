@@ -266,10 +266,16 @@ def dedup(
     report: Path | None = ReportOpt,
     exact: bool = typer.Option(True, help="Exact duplicates of the normalized query (best score wins)."),
     near: bool = typer.Option(True, help="Near-duplicate queries (MinHash/LSH over character n-grams)."),
+    near_method: str = typer.Option(
+        stage_default("dedup", "near_method"),
+        "--near-method",
+        help="ordered (word order kept: 'test mock' != 'mock test'; typos, plurals, spacing merge) "
+        "| jaccard (character 3-gram Jaccard alone, the old behaviour).",
+    ),
     near_threshold: float = typer.Option(
         stage_default("dedup", "near_threshold"),
         "--near-threshold",
-        help="Jaccard similarity for a near duplicate.",
+        help="ordered: 1 - typos/characters; jaccard: character n-gram Jaccard.",
     ),
     ngram: int = typer.Option(
         stage_default("dedup", "ngram"), "--ngram", help="Character n-gram size for near dedup."
@@ -308,6 +314,7 @@ def dedup(
         report,
         exact=exact,
         near=near,
+        near_method=near_method,
         near_threshold=near_threshold,
         ngram=ngram,
         near_action=near_action,

