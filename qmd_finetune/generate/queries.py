@@ -2,6 +2,13 @@
 
 Seeded and reproducible: the same seed, templates, plan, exclusions and ``today`` give the
 same queries in the same order. Temporal queries are built from ``today`` (never a fixed year).
+
+Slots are typed so that a template only meets words it reads naturally with: the word lists
+may be grouped by type (``entities: {service: [...], language: [...]}``) and a slot may ask for
+types (``{entity:service|app} pricing and plans`` never gives "TypeScript pricing and plans").
+``{topic2}``/``{entity2}`` take the type of ``{topic}``/``{entity}``, and ``{problem}`` takes the
+type of the template's subject, so "fix net worth controversy" cannot be built. A template
+whose typed slot finds no words in a category is skipped for that category.
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ FACET_ALIASES = {
     "only": "only",
 }
 MAX_ATTEMPTS = 60
-_SLOT_RE = re.compile(r"\{(\w+)\}")
+_SLOT_RE = re.compile(r"\{(\w+)(?::([\w|]+))?\}")
+UNTYPED = "general"
+# Filled first: the slots whose type the dependent slots (topic2, entity2, problem) follow.
+_SUBJECT_SLOTS = ("entity", "topic", "short", "this")
 _SPACE_RE = re.compile(r"\s+")
 
 
@@ -46,15 +56,35 @@ class PlanError(ValueError):
     pass
 
 
+Typed = dict[str, list[str]]
+
+
 @dataclass
 class Category:
     name: str
     weight: float
-    topics: list[str]
-    entities: list[str]
-    problems: list[str]
+    topics: Typed
+    entities: Typed
+    problems: Typed
     templates: list[str]
     facet_templates: dict[str, list[str]] = field(default_factory=dict)
+    comparisons: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _typed(value: Any, default: list[str] | None = None) -> Typed:
+    """A word list as ``{type: words}``: a plain list is one untyped group."""
+    if isinstance(value, dict):
+        return {str(k): [str(w) for w in (v or [])] for k, v in value.items()}
+    words = [str(w) for w in (value or default or [])]
+    return {UNTYPED: words} if words else {}
+
+
+def _flat(typed: Typed) -> list[str]:
+    return [w for words in typed.values() for w in words]
+
+
+def _type_of(typed: Typed, word: str) -> str | None:
+    return next((t for t, words in typed.items() if word in words), None)
 
 
 @dataclass
@@ -72,6 +102,7 @@ class GeneratedQuery:
     category: str
     facets: list[str]
     template: str
+    slots: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self, seed: int) -> dict[str, Any]:
         return {
@@ -114,11 +145,12 @@ def load_templates(
         categories[name] = Category(
             name=name,
             weight=float(cfg.get("weight", 1.0)),
-            topics=list(cfg.get("topics") or []),
-            entities=list(cfg.get("entities") or []),
-            problems=list(cfg.get("problems") or ["not working"]),
+            topics=_typed(cfg.get("topics")),
+            entities=_typed(cfg.get("entities")),
+            problems=_typed(cfg.get("problems")),
             templates=list(cfg.get("templates") or ["{topic}"]),
             facet_templates={k: list(v) for k, v in (cfg.get("facet_templates") or {}).items()},
+            comparisons=[(str(a), str(b)) for a, b in (cfg.get("comparisons") or [])],
         )
     templates = Templates(
         categories=categories,
@@ -145,9 +177,9 @@ def _apply_taxonomy(templates: Templates, taxonomy: dict[str, Any]) -> None:
             templates.categories[name] = Category(
                 name=name,
                 weight=weight,
-                topics=examples,
-                entities=[],
-                problems=["not working"],
+                topics={UNTYPED: examples},
+                entities={},
+                problems={},
                 templates=["{topic}"],
             )
     for name, category in templates.categories.items():
@@ -333,12 +365,14 @@ class QueryGenerator:
             base_facet = facet
             only_kind = None
             if facet == "only":
+                # on a plain query or a short one: "/only:hyde" after "who is behind IRS" reads badly
                 only_kind = self.rng.choice(self.templates.only_kinds)
-                base_facet = self.rng.choice([None, "short", "entity"])
+                base_facet = self.rng.choice([None, "short"])
             template = self._template(category, base_facet)
-            query = self._fill(template, category)
-            if query is None:
+            filled = self._fill(template, category)
+            if filled is None:
                 continue
+            query, values = filled
             if only_kind:
                 query = f"{query} /only:{only_kind}"
             if normalize_query(query) in exclude:
@@ -347,7 +381,9 @@ class QueryGenerator:
             facets = [f for f in (base_facet, "only" if only_kind else None) if f]
             if len(query.split()) <= 2 and "short" not in facets and not only_kind:
                 facets.append("short")
-            return GeneratedQuery(query=query, category=category.name, facets=facets, template=template)
+            return GeneratedQuery(
+                query=query, category=category.name, facets=facets, template=template, slots=values
+            )
         return None
 
     def _template(self, category: Category, facet: str | None) -> str:
@@ -358,29 +394,87 @@ class QueryGenerator:
         )
         return self.rng.choice(options)
 
-    def _fill(self, template: str, category: Category) -> str | None:
+    def _fill(self, template: str, category: Category) -> tuple[str, dict[str, str]] | None:
         values: dict[str, str] = {}
-        for slot in _SLOT_RE.findall(template):
+        for slot, types in _ordered_slots(template):
             if slot in values:
                 continue
-            choice = self._slot(slot, category, values)
-            if choice is None:
+            pool = slot_pool(slot, types, category, values, self.time_slots)
+            if not pool:
                 return None
-            values[slot] = choice
+            if slot == "this":
+                values["this"], values["that"] = self.rng.choice(pool).split("\t")
+                continue
+            values[slot] = self.rng.choice(pool)
         query = _SLOT_RE.sub(lambda m: values[m.group(1)], template)
-        return _SPACE_RE.sub(" ", query).strip()
+        return _SPACE_RE.sub(" ", query).strip(), values
 
-    def _slot(self, slot: str, category: Category, taken: dict[str, str]) -> str | None:
-        if slot in self.time_slots:
-            return self.rng.choice(self.time_slots[slot])
-        if slot == "short":
-            pool = [t for t in category.topics + category.entities if len(t.split()) <= 2]
-        elif slot in ("topic", "topic2"):
-            pool = [t for t in category.topics if t != taken.get("topic")]
-        elif slot in ("entity", "entity2"):
-            pool = [e for e in category.entities if e != taken.get("entity")]
-        elif slot == "problem":
-            pool = category.problems
-        else:
-            raise PlanError(f"unknown template slot {{{slot}}} in category {category.name}")
-        return self.rng.choice(pool) if pool else None
+
+def _ordered_slots(template: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The template's slots with their types, subjects first (dependent slots follow their type)."""
+    slots = [
+        (m.group(1), tuple(m.group(2).split("|")) if m.group(2) else ()) for m in _SLOT_RE.finditer(template)
+    ]
+    return sorted(slots, key=lambda s: s[0] not in _SUBJECT_SLOTS)
+
+
+def _pick(typed: Typed, types: tuple[str, ...]) -> list[str]:
+    return _flat({t: w for t, w in typed.items() if not types or t in types})
+
+
+def slot_pool(
+    slot: str,
+    types: tuple[str, ...],
+    category: Category,
+    taken: dict[str, str],
+    time_slots: dict[str, list[str]],
+) -> list[str]:
+    """Every word a slot may take here; empty when the category has none of the asked types.
+
+    ``this`` yields ``"a\tb"`` pairs from the category's ``comparisons`` (and fills ``{that}``)."""
+    if slot in time_slots:
+        return time_slots[slot]
+    if slot == "short":
+        return [
+            t for t in _pick(category.topics, types) + _pick(category.entities, types) if len(t.split()) <= 2
+        ]
+    if slot == "this":
+        return [f"{a}\t{b}" for a, b in category.comparisons]
+    if slot in ("topic", "entity"):
+        return _pick(category.topics if slot == "topic" else category.entities, types)
+    if slot in ("topic2", "entity2"):
+        typed = category.topics if slot == "topic2" else category.entities
+        first = taken.get(slot[:-1])
+        same = (_type_of(typed, first),) if first is not None else types
+        return [w for w in _pick(typed, types or same) if w != first]
+    if slot == "problem":
+        if not types:
+            subject = next((s for s in ("entity", "topic", "short") if s in taken), None)
+            source = category.entities if subject == "entity" else category.topics
+            kind = _type_of(source, taken[subject]) if subject else None
+            types = (kind,) if kind else ()
+        return _pick(category.problems, types) if types else []
+    raise PlanError(f"unknown template slot {{{slot}}} in category {category.name}")
+
+
+def possible_queries(category: Category, template: str, time_slots: dict[str, list[str]]) -> set[str]:
+    """Every query ``template`` can give in ``category`` (for tests and audits of the word lists)."""
+    out: set[str] = set()
+
+    def walk(slots: list[tuple[str, tuple[str, ...]]], values: dict[str, str]) -> None:
+        if not slots:
+            out.add(_SPACE_RE.sub(" ", _SLOT_RE.sub(lambda m: values[m.group(1)], template)).strip())
+            return
+        (slot, types), rest = slots[0], slots[1:]
+        if slot in values:
+            walk(rest, values)
+            return
+        for word in slot_pool(slot, types, category, values, time_slots):
+            if slot == "this":
+                a, b = word.split("\t")
+                walk(rest, {**values, "this": a, "that": b})
+            else:
+                walk(rest, {**values, slot: word})
+
+    walk(_ordered_slots(template), {})
+    return out

@@ -109,3 +109,57 @@ def test_plan_total_needed_above_the_category_sum_is_spread_by_weight(tmp_path: 
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 9 and sum(r["category"] == "history" for r in rows) >= 2
     assert sum("temporal" in r["facets"] for r in rows) >= 8
+
+
+def _all_possible_queries() -> set[str]:
+    tpl = q.load_templates()
+    slots = q.temporal_slots(dt.date(2026, 12, 2))
+    out: set[str] = set()
+    for category in tpl.categories.values():
+        if category.weight <= 0:
+            continue
+        templates = list(category.templates)
+        for facet in q.FACETS:
+            templates += category.facet_templates.get(facet) or tpl.facet_templates.get(facet) or []
+        for template in templates:
+            out |= {x.lower() for x in q.possible_queries(category, template, slots)}
+    return out
+
+
+def test_typed_slots_cannot_build_the_issue_nonsense():
+    possible = _all_possible_queries()
+    assert "typescript alternatives" in possible and "stripe pricing and plans" in possible
+    nonsense = [
+        "fix net worth controversy",
+        "fix math homework help too slow",
+        "plate tectonics calculation wrong",
+        "typescript pricing and plans",
+        "tomato plants q4 2026",
+        "who is behind irs",
+        "history of jazz history",
+        "configure terraform state in grafana",
+        "yosemite passport expired",
+        "tour de france vs wimbledon",
+        "early life",
+    ]
+    assert [n for n in nonsense if n in possible] == []
+
+
+def test_pricing_and_problem_slots_follow_their_types():
+    tpl = q.load_templates()
+    made, _ = _generate(4, count=600)
+    for item in made:
+        category = tpl.categories[item.category]
+        if "pricing and plans" in item.template:
+            types = {t for t, words in category.entities.items() if item.slots["entity"] in words}
+            assert types <= {"app", "service", "vendor"}, item.query
+        if "problem" in item.slots and item.template == "{topic} {problem}":
+            topic_type = next(t for t, w in category.topics.items() if item.slots["topic"] in w)
+            assert item.slots["problem"] in category.problems[topic_type], item.query
+
+
+def test_only_mode_goes_on_plain_or_short_queries():
+    made, _ = _generate(9, count=400)
+    only = [x for x in made if "only" in x.facets]
+    assert only
+    assert not [x.query for x in only if "who is behind" in x.query or "pricing" in x.query]
