@@ -40,10 +40,10 @@ def command_options(program: str, sub: str) -> set[str]:
     command = group.commands.get(sub)
     assert command is not None, f"README uses `{program} {sub}`, which does not exist"
     options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
-    if program == "train" and sub in ("sft", "grpo"):
+    if program == "train" and sub in ("sft", "grpo", "rft"):
         from qmd_finetune.training import config
 
-        cls = config.SFTRunConfig if sub == "sft" else config.GRPORunConfig
+        cls = {"sft": config.SFTRunConfig, "grpo": config.GRPORunConfig, "rft": config.RFTRunConfig}[sub]
         options |= {f"--{field.name}" for field in dataclasses.fields(cls)}
     return options
 

@@ -1,4 +1,4 @@
-"""``train``: prepare | sft | grpo | eval | export. Thin: parse flags, call the library, print."""
+"""``train``: prepare | sft | grpo | rft | eval | export. Thin: parse flags, call the library, print."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from qmd_finetune.training.common import loss_summary
 from qmd_finetune.training.config import (
     ConfigError,
     GRPORunConfig,
+    RFTRunConfig,
     SFTRunConfig,
     config_to_dict,
     load_config,
@@ -25,7 +26,7 @@ from qmd_finetune.training.config import (
 from qmd_finetune.training.models import ModelLoadError
 
 app = typer.Typer(
-    help="Train query-expansion models: prepare | sft | grpo | eval | export.", no_args_is_help=True
+    help="Train query-expansion models: prepare | sft | grpo | rft | eval | export.", no_args_is_help=True
 )
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -166,6 +167,41 @@ def grpo(
 ) -> None:
     """GRPO with the qmd reward on top of the SFT model (TRL GRPOTrainer, own LoRA)."""
     _run_training("grpo", ctx, config, dry_run, resume)
+
+
+@app.command(context_settings=OVERRIDES)
+def rft(
+    ctx: typer.Context,
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (default: configs/rft.yaml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+) -> None:
+    """Rejection-sampling fine-tuning: sample, keep the best answer by the reward, SFT on it; repeat."""
+    from qmd_finetune.training.rft import check, run_rft
+
+    config = config or _default_config("rft.yaml")
+    resolved = _resolve(RFTRunConfig, config, ctx)
+    try:
+        check(resolved)
+    except (ConfigError, FileNotFoundError, ModelLoadError) as exc:
+        _fail(str(exc), code=2)
+    if dry_run:
+        console.print(f"# train rft: resolved config (from {config or 'defaults'})", highlight=False)
+        console.print(yaml.safe_dump(config_to_dict(resolved), sort_keys=False).rstrip(), highlight=False)
+        return
+    _quiet_libraries(resolved.torch_num_threads)
+    try:
+        summary = run_rft(resolved, log=_log)
+    except (FileNotFoundError, ModelLoadError, ValueError) as exc:
+        _fail(str(exc))
+    for r in summary["rounds"]:
+        console.print(
+            f"round {r['round']}: kept {r['kept']}/{r['queries']} (mean best {r['mean_best_reward']}, "
+            f"mean sample {r['mean_sample_reward']}), {r['global_step']} steps in {r['train_seconds']}s",
+            highlight=False,
+        )
+    console.print(
+        f"[green]done[/green]: {summary['final_model']} (rounds: {resolved.output_dir}/rounds.json)"
+    )
 
 
 @app.command("eval")

@@ -101,11 +101,51 @@ class GRPORunConfig:
     rubric: str = DEFAULT_RUBRIC
 
 
+@dataclass
+class RFTRunConfig:
+    """Rejection-sampling fine-tuning: sample, keep the best answer by the reward, SFT on it; repeat.
+
+    Keys set to null here come from ``sft_config`` (the SFT recipe), so RFT trains like SFT.
+    """
+
+    model: str = "out/sft/merged"
+    dataset: str = "out/train"
+    output_dir: str = "out/rft"
+    rounds: int = 1
+    samples_per_query: int = 4
+    max_queries: int | None = None
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 160
+    batch_size: int = 8
+    decoding: str = "safe"
+    # A query's best sample is kept when its reward percentage is at least this (0-100).
+    threshold: float = 80.0
+    # Keep a sample only when it scores above the query's gold target too.
+    require_beat_gold: bool = False
+    # The fraction of the dataset's gold training rows mixed into each round's training set.
+    gold_fraction: float = 0.5
+    rubric: str = DEFAULT_RUBRIC
+    # The SFT recipe for each round (a train sft YAML); null: the SFTRunConfig defaults.
+    sft_config: str | None = "configs/sft.yaml"
+    # SFT steps per round (-1: the sft config's num_train_epochs over the round's data).
+    max_steps: int = 50
+    learning_rate: float | None = None
+    per_device_train_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    max_length: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 42
+    torch_num_threads: int | None = None
+
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "lr_scheduler_type": ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"),
     "rubric": RUBRICS,
+    "decoding": ("free", "safe", "strict"),
 }
 POSITIVE = {
     "per_device_train_batch_size",
@@ -117,6 +157,12 @@ POSITIVE = {
     "max_completion_length",
     "logging_steps",
     "save_steps",
+    "rounds",
+    "samples_per_query",
+    "max_queries",
+    "max_new_tokens",
+    "batch_size",
+    "temperature",
 }
 
 
@@ -242,7 +288,7 @@ def validate(config: Any) -> None:
         value = getattr(config, key, None)
         if value is not None and value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
-    if getattr(config, "learning_rate", 1) <= 0:
+    if getattr(config, "learning_rate", None) is not None and config.learning_rate <= 0:
         raise ConfigError(f"learning_rate: must be positive, got {config.learning_rate}")
     if config.max_steps == 0 or config.max_steps < -1:
         raise ConfigError("max_steps: use -1 (train by epochs) or a positive number")
@@ -262,6 +308,13 @@ def validate(config: Any) -> None:
             raise ConfigError(f"health_check_steps: must be 0 (off) or more, got {config.health_check_steps}")
         if not 0 < config.max_clipped_ratio <= 1:
             raise ConfigError(f"max_clipped_ratio: must be in (0, 1], got {config.max_clipped_ratio}")
+    if isinstance(config, RFTRunConfig):
+        if not 0 <= config.threshold <= 100:
+            raise ConfigError(f"threshold: a reward percentage in [0, 100], got {config.threshold}")
+        if not 0 <= config.gold_fraction <= 1:
+            raise ConfigError(f"gold_fraction: must be in [0, 1], got {config.gold_fraction}")
+        if not 0 < config.top_p <= 1:
+            raise ConfigError(f"top_p: must be in (0, 1], got {config.top_p}")
 
 
 def load_config(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = None) -> Any:

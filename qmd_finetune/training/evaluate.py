@@ -76,11 +76,14 @@ def generate(
     batch_size: int = 8,
     max_new_tokens: int = 256,
     decoding: str = "safe",
+    temperature: float | None = None,
+    top_p: float = 1.0,
 ) -> list[str]:
     """Greedy completions with left padding; batches are length-sorted, results in input order.
 
     ``decoding`` (``qmd_finetune.decoding``): ``free``; ``safe`` never writes chat-template
     tokens and stops after the format's lines; ``strict`` also allows only valid line prefixes.
+    A ``temperature`` samples instead (rejection sampling; seed torch first to repeat a run).
     """
     import torch
     from transformers import LogitsProcessorList
@@ -98,6 +101,11 @@ def generate(
     eos_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     results: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
+    sampling: dict[str, Any] = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        if temperature is not None
+        else {"do_sample": False}
+    )
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         enc = tokenizer(
@@ -113,11 +121,11 @@ def generate(
         with torch.inference_mode():
             out = model.generate(
                 **enc,
-                do_sample=False,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 logits_processor=processors,
+                **sampling,
             )
         for row, i in enumerate(idx):
             ids = out[row, width:].tolist()
