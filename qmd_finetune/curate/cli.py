@@ -456,6 +456,7 @@ def balance(
             f"targets resolved against {resolved.get('total', 0):,} rows; re-balance or analyze this output "
             f"with --targets {plan or plan_path(output)}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
