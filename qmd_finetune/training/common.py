@@ -156,8 +156,23 @@ def save_outputs(
     seconds: float,
     log: Log,
 ) -> dict[str, Any]:
-    """Write ``adapter/`` (portable base name), ``merged/`` (fp32 safetensors) and the run info."""
+    """Write ``adapter/`` (portable base name), ``merged/`` (fp32 safetensors) and the run info.
+
+    A full fine-tune (``finetune: full``) has no adapter: its weights go to ``merged/`` only.
+    """
     out = Path(config.output_dir)
+    info = _run_info(trainer, config, base_name, fmt, kind, seconds)
+    text = json.dumps(info, indent=2, default=str) + "\n"
+    (out / "train_log.json").write_text(
+        json.dumps(info["log_history"], indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    merged_dir = out / "merged"
+    if getattr(config, "finetune", "lora") == "full":
+        trainer.model.save_pretrained(str(merged_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(merged_dir))
+        (merged_dir / TRAINING_INFO).write_text(text, encoding="utf-8")
+        log(f"fully fine-tuned model written to {merged_dir}")
+        return info
     adapter_dir = out / "adapter"
     trainer.model.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
@@ -167,10 +182,24 @@ def save_outputs(
         base_name if is_embedded(base_name) else str(Path(base_name).resolve())
     )
     adapter_cfg_path.write_text(json.dumps(adapter_cfg, indent=2) + "\n", encoding="utf-8")
+    (adapter_dir / TRAINING_INFO).write_text(text, encoding="utf-8")
+    log(f"adapter written to {adapter_dir}")
+    if config.merge:
+        merged = load_model(inspect_model(str(adapter_dir)), dtype=None, merge=True)
+        merged.save_pretrained(str(merged_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(merged_dir))
+        (merged_dir / TRAINING_INFO).write_text(text, encoding="utf-8")
+        log(f"merged model written to {merged_dir}")
+    return info
+
+
+def _run_info(
+    trainer: Any, config: Any, base_name: str, fmt: PromptFormat, kind: str, seconds: float
+) -> dict[str, Any]:
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     train_loss = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
-    info = {
+    return {
         "kind": kind,
         "base_model": base_name,
         "prompt_format": fmt.to_dict(),
@@ -182,18 +211,6 @@ def save_outputs(
         "seconds": round(seconds, 1),
         "log_history": history,
     }
-    text = json.dumps(info, indent=2, default=str) + "\n"
-    (adapter_dir / TRAINING_INFO).write_text(text, encoding="utf-8")
-    (out / "train_log.json").write_text(json.dumps(history, indent=2, default=str) + "\n", encoding="utf-8")
-    log(f"adapter written to {adapter_dir}")
-    if config.merge:
-        merged_dir = out / "merged"
-        merged = load_model(inspect_model(str(adapter_dir)), dtype=None, merge=True)
-        merged.save_pretrained(str(merged_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(merged_dir))
-        (merged_dir / TRAINING_INFO).write_text(text, encoding="utf-8")
-        log(f"merged model written to {merged_dir}")
-    return info
 
 
 def loss_summary(info: dict[str, Any]) -> str:

@@ -41,6 +41,11 @@ class SFTRunConfig:
     gradient_accumulation_steps: int = 1
     max_length: int = 256
     max_train_samples: int | None = None
+    # lora trains an adapter (written to adapter/ and merged/); full trains every weight
+    # (written to merged/ only).
+    finetune: str = "lora"
+    # Pack several short examples into one max_length row (no padding; attention kept per example).
+    packing: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -142,6 +147,7 @@ class RFTRunConfig:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
+    "finetune": ("lora", "full"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "lr_scheduler_type": ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"),
     "rubric": RUBRICS,

@@ -61,7 +61,8 @@ def run_sft(config: SFTRunConfig, resume: bool = False, log: Log = print) -> dic
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_length=config.max_length,
         completion_only_loss=True,
-        packing=False,
+        packing=config.packing,
+        padding_free=config.packing,
         use_cpu=runtime.use_cpu,
         bf16=runtime.bf16,
         fp16=runtime.fp16,
@@ -82,7 +83,7 @@ def run_sft(config: SFTRunConfig, resume: bool = False, log: Log = print) -> dic
         train_dataset=train,
         eval_dataset=val,
         processing_class=tokenizer,
-        peft_config=lora_config(config),
+        peft_config=lora_config(config) if config.finetune == "lora" else None,
         callbacks=[loss_callback(log)],
     )
     quiet_printer(trainer)

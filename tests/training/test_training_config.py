@@ -124,3 +124,11 @@ def test_cli_config_errors_fail_before_loading_weights(args: list[str], message:
     first, _, output = done.stdout.partition("\n")
     assert first == "2 False False", done.stdout + done.stderr
     assert message in output
+
+
+def test_finetune_must_be_lora_or_full() -> None:
+    from qmd_finetune.training.config import ConfigError, SFTRunConfig, load_config
+
+    assert load_config(SFTRunConfig, None, {"finetune": "full", "packing": "true"}).packing is True
+    with pytest.raises(ConfigError, match="finetune: 'qlora' is not one of lora, full"):
+        load_config(SFTRunConfig, None, {"finetune": "qlora"})

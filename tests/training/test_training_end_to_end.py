@@ -158,3 +158,30 @@ def test_grpo_refuses_an_adapter_as_its_start(trained: Path, prepared: Path, tmp
     )
     assert result.exit_code == 1
     assert "LoRA adapter" in result.output and "merged" in result.output
+
+
+def test_full_fine_tuning_with_packing_writes_only_a_merged_model_that_eval_loads(
+    prepared: Path, tmp_path: Path, sft_cli_args
+) -> None:
+    out = tmp_path / "full"
+    args = [
+        "sft",
+        *sft_cli_args(prepared, out),
+        "--max_steps",
+        "1",
+        "--finetune",
+        "full",
+        "--packing",
+        "true",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fully fine-tuned model written" in result.output
+    assert (out / "merged" / "model.safetensors").is_file() and not (out / "adapter").exists()
+    info = json.loads((out / "merged" / "qmd_training.json").read_text())
+    assert info["config"]["finetune"] == "full" and info["config"]["packing"] is True
+    queries = tmp_path / "q.txt"
+    queries.write_text("docker compose networking\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", "--model", str(out), "--queries", str(queries), *EVAL_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "merged" in result.output
