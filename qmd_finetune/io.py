@@ -11,20 +11,28 @@ line becomes a reject naming its file, line number and reason. Rows are never dr
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import gzip
 import io
 import json
+import math
 import os
+import re
+import stat
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from qmd_finetune.records import KINDS, Record, RecordError, coerce_record
+from qmd_finetune.records import CONTROL_CHARS, INVISIBLE_CHARS, KINDS, Record, RecordError, coerce_record
+from qmd_finetune.redact import redact, redact_frame
 from qmd_finetune.resources import validator
 
 FRAME_SCHEMA: dict[str, pl.DataType] = {
@@ -45,12 +53,23 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "raw": pl.Utf8(),
 }
 MAX_LINE_BYTES = 1 << 20
+"""Longest line read (1 MiB; the longest line in the reference data is under 2 KB)."""
+MAX_DEPTH = 32
+"""Deepest JSON nesting read (a record needs 3 levels); deeper lines never reach a parser."""
+MAX_INT_DIGITS = 32
+"""Longest integer literal read (int64 needs 19 digits)."""
+MAX_ITEMS = 32
+"""Most output items in one row (the reference data has at most 7); more would stall scoring."""
 KINDS_LOWERED = "rows with kinds lower-cased"
 RAW_KEEP_CHARS = 4096
 _BOM = b"\xef\xbb\xbf"
 _FAST_MARKERS = (b'"output": [[', b'"output":[[')
 _CORE_KEYS = {"query", "output", "category", "meta"}
 _BLOCK_BYTES = 32 << 20
+_GZIP_READ = 4 << 20
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_EXACT_FLOAT = 2.0**53
 _MIN_BULK = 32
 _SCREEN_MAX = 4096
 # Schema keywords that coerce_record does not check itself; jsonschema runs only when a row has one.
@@ -63,6 +82,11 @@ os.umask(_UMASK)
 
 class InputError(ValueError):
     """An input that cannot be read at all (missing file, unknown suffix)."""
+
+
+class OutputError(ValueError):
+    """An output that cannot be written (disk full, read-only or missing directory); nothing
+    of it was left behind."""
 
 
 @dataclass
@@ -159,10 +183,7 @@ def read_records(paths: Sequence[str | Path], stage: str = "read") -> ReadResult
     files: list[FileCounts] = []
     for raw_path in paths:
         path = Path(raw_path)
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
-        if path.is_dir():
-            raise InputError(f"{path}: is a directory (pass the files inside it)")
+        check_readable(path)
         counts = FileCounts(str(path))
         if _suffix(path) == ".parquet":
             frame, rej = _read_parquet(path, counts, stage)
@@ -181,6 +202,43 @@ def read_records(paths: Sequence[str | Path], stage: str = "read") -> ReadResult
     return ReadResult(frame=frame, rejects=rejected, files=files)
 
 
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_readable(path: Path, records: bool = True) -> None:
+    """Fail at once, in one line, on an input that is not a readable regular file (a FIFO
+    would block the reader forever; a symlink loop is not a missing file)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(f"{path}: broken symlink (its target does not exist)") from None
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{path}: symlink loop") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a directory (pass the files inside it)")
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise InputError(f"{path}: is {kind}, not a regular file")
+    if records:
+        _suffix(path)
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     for suffix in (".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl", ".ndjson", ".json", ".parquet"):
@@ -189,38 +247,104 @@ def _suffix(path: Path) -> str:
     raise InputError(f"{path}: unknown file type (expected .jsonl, .jsonl.gz or .parquet)")
 
 
-def _open_bytes(path: Path) -> Any:
-    if _suffix(path).endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+@dataclass
+class _Overlong:
+    """A line longer than MAX_LINE_BYTES: only its head is kept in memory."""
+
+    line: int
+    size: int
+    head: bytes
 
 
-def _iter_blocks(path: Path) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield (first line number, lines) in blocks of about 32 MB; line numbers are 1-based."""
+@dataclass
+class _Broken:
+    """The file's data ends early (a truncated or corrupt .gz): the rows after ``line`` are lost."""
+
+    line: int
+    reason: str
+
+
+def _iter_chunks(path: Path) -> Iterator[bytes | str]:
+    """Decompressed chunks of the file; a string is a reason the data ends early."""
+    with open(path, "rb") as handle:
+        if not _suffix(path).endswith(".gz"):
+            while chunk := handle.read(_BLOCK_BYTES):
+                yield chunk
+            return
+        decoder = zlib.decompressobj(wbits=31)
+        pending = b""
+        started = False
+        while True:
+            if not pending:
+                pending = handle.read(_GZIP_READ)
+                if not pending:
+                    break
+            started = True
+            try:
+                out = decoder.decompress(pending, _BLOCK_BYTES)
+            except zlib.error as exc:
+                yield f"corrupt gzip data ({exc})"
+                return
+            pending = decoder.unconsumed_tail
+            if out:
+                yield out
+            if decoder.eof:  # the next of concatenated .gz members, or padding
+                pending = decoder.unused_data + pending
+                if not pending.strip(b"\0"):
+                    pending = b""
+                decoder = zlib.decompressobj(wbits=31)
+                started = False
+        if started and not decoder.eof:
+            tail = decoder.flush()
+            if tail:
+                yield tail
+            yield "gzip data ends early (truncated file)"
+
+
+def _iter_blocks(path: Path) -> Iterator[tuple[int, list[bytes], bytes] | _Overlong | _Broken]:
+    """Yield (first line number, lines, their bytes) in blocks of about 32 MB; line numbers are
+    1-based. Over-long lines and an early end of the data come as their own events."""
     line_no = 1
     rest = b""
-    first = True
-    with _open_bytes(path) as handle:
-        while True:
-            chunk = handle.read(_BLOCK_BYTES)
-            if first:
-                first = False
-                if chunk.startswith(_BOM):
-                    chunk = chunk[len(_BOM) :]
-                    yield -1, []  # signals the BOM to the caller
-            if not chunk:
-                break
-            chunk = rest + chunk
-            cut = chunk.rfind(b"\n")
+    overlong: _Overlong | None = None
+    for chunk in _iter_chunks(path):
+        if isinstance(chunk, str):
+            if overlong is not None:
+                yield overlong
+                line_no += 1
+            elif rest:
+                yield line_no, [rest], rest
+                line_no += 1
+            lost = f"the rows after line {line_no - 1} are lost" if line_no > 1 else "no row could be read"
+            yield _Broken(line_no, f"{chunk}: {lost}")
+            return
+        if overlong is not None:
+            cut = chunk.find(b"\n")
             if cut < 0:
-                rest = chunk
+                overlong.size += len(chunk)
                 continue
-            lines = chunk[:cut].split(b"\n")
-            rest = chunk[cut + 1 :]
-            yield line_no, lines
-            line_no += len(lines)
-    if rest:
-        yield line_no, [rest]
+            overlong.size += cut
+            yield overlong
+            line_no += 1
+            overlong = None
+            chunk = chunk[cut + 1 :]
+        chunk = rest + chunk
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            if len(chunk) > MAX_LINE_BYTES:
+                overlong, rest = _Overlong(line_no, len(chunk), chunk[:RAW_KEEP_CHARS]), b""
+            else:
+                rest = chunk
+            continue
+        body = chunk[:cut]
+        lines = body.split(b"\n")
+        rest = chunk[cut + 1 :]
+        yield line_no, lines, body
+        line_no += len(lines)
+    if overlong is not None:
+        yield overlong
+    elif rest:
+        yield line_no, [rest], rest
 
 
 def _read_jsonl(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -230,29 +354,48 @@ def _read_jsonl(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFram
     reject_rows: list[tuple] = []
     notes: Counter[str] = Counter()
     try:
-        for start, lines in _iter_blocks(path):
-            _read_block(source, start, lines, frames, slow_rows, reject_rows, notes, stage)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from exc
+        for block in _iter_blocks(path):
+            if isinstance(block, _Overlong):
+                raw = block.head.decode("utf-8", errors="backslashreplace")
+                reason = f"line too long ({block.size} bytes > {MAX_LINE_BYTES})"
+                reject_rows.append(_reject_row(source, block.line, stage, reason, raw))
+            elif isinstance(block, _Broken):
+                reject_rows.append(_reject_row(source, block.line, stage, block.reason, None))
+                notes["data ends early"] += 1
+            else:
+                _read_block(source, *block, frames, slow_rows, reject_rows, notes, stage)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     counts.notes.update(notes)
     frames.append(_frame_from_rows(slow_rows))
     frame = pl.concat([f for f in frames if f.height] or [empty_frame()], how="vertical").sort("_line")
     return frame, _rejects_from_rows(sorted(reject_rows, key=lambda r: r[1] or 0))
 
 
+def _many_openers(body: bytes) -> set[int]:
+    """Indices of the lines of ``body`` with more than MAX_DEPTH ``[``/``{``: only they can nest
+    too deep, and they go to the careful path (pyarrow crashes on very deep nesting)."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return set()
+    data = np.frombuffer(body, dtype=np.uint8)
+    starts = np.concatenate(([0], np.flatnonzero(data == 10) + 1))
+    starts = starts[starts < data.size]
+    counts = np.add.reduceat((data == 91) | (data == 123), starts, dtype=np.int64)
+    return set(np.flatnonzero(counts > MAX_DEPTH).tolist())
+
+
 def _read_block(
     source: str,
     start: int,
     lines: list[bytes],
+    body: bytes,
     frames: list[pl.DataFrame],
     slow_rows: list[tuple],
     reject_rows: list[tuple],
     notes: Counter[str],
     stage: str,
 ) -> None:
-    if start < 0:
-        notes["utf-8 BOM removed"] += 1
-        return
+    careful = _many_openers(body)
     bulk: list[int] = []
     for i, line in enumerate(lines):
         if line.endswith(b"\r"):
@@ -264,12 +407,60 @@ def _read_block(
             and line[:1] == b"{"
             and line.rstrip().endswith(b"}")
             and (_FAST_MARKERS[0] in line or _FAST_MARKERS[1] in line)
+            and i not in careful
         ):
             bulk.append(i)
         else:
             _read_line_slow(source, start + i, line, slow_rows, reject_rows, stage, notes)
     if bulk:
         frames.extend(_read_bulk(source, start, lines, bulk, slow_rows, reject_rows, stage, notes))
+
+
+class _LimitError(ValueError):
+    """A JSON value over one of the reader's limits."""
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _LimitError(f"number too long ({digits} digits > {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _LimitError(f"number out of range ({text[:24]})")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise _LimitError(f"{name} is not valid JSON")
+
+
+def json_depth(line: bytes) -> int:
+    """Deepest nesting of ``[``/``{`` in a JSON line, brackets inside strings ignored."""
+    skeleton = np.frombuffer(_JSON_STRING.sub(b'""', line), dtype=np.uint8)
+    if skeleton.size == 0:
+        return 0
+    steps = ((skeleton == 91) | (skeleton == 123)).astype(np.int32)
+    steps -= (skeleton == 93) | (skeleton == 125)
+    return int(np.cumsum(steps).max())
+
+
+def _parse_line(line: bytes, text: str) -> Any:
+    """json.loads with the reader's limits; raises _LimitError or json.JSONDecodeError."""
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
+        depth = json_depth(line)
+        if depth > MAX_DEPTH:
+            raise _LimitError(f"nesting too deep ({depth} levels > {MAX_DEPTH})")
+    obj = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    if b"\\u" in line and _SURROGATE_ESCAPE.search(line):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _LimitError("lone surrogate escape in a string (not valid Unicode)") from None
+    return obj
 
 
 def _read_line_slow(
@@ -281,6 +472,12 @@ def _read_line_slow(
     stage: str,
     notes: Counter[str],
 ) -> None:
+    if line.startswith(_BOM):  # also mid-file, where `cat a.jsonl b.jsonl` puts it
+        line = line[len(_BOM) :]
+        notes["utf-8 BOM removed"] += 1
+        if not line.strip():
+            notes["blank lines skipped"] += 1
+            return
     if len(line) > MAX_LINE_BYTES:
         raw = line[:RAW_KEEP_CHARS].decode("utf-8", errors="backslashreplace")
         rejects.append(
@@ -302,7 +499,10 @@ def _read_line_slow(
         )
         return
     try:
-        obj = json.loads(text)
+        obj = _parse_line(line, text)
+    except _LimitError as exc:
+        rejects.append(_reject_row(source, line_no, stage, str(exc), text))
+        return
     except json.JSONDecodeError as exc:
         rejects.append(
             _reject_row(source, line_no, stage, f"invalid JSON: {exc.msg} (column {exc.colno})", text)
@@ -310,6 +510,8 @@ def _read_line_slow(
         return
     try:
         record = coerce_record(obj)
+        if len(record.output) > MAX_ITEMS:
+            raise RecordError(f"too many output items ({len(record.output)} > {MAX_ITEMS})", "$.output")
         if not _SCHEMA_ONLY_KEYS.isdisjoint(obj):
             errors = sorted(validator("record").iter_errors(record.to_dict()), key=lambda e: list(e.path))
             if errors:
@@ -386,6 +588,13 @@ def _read_bulk(
             if plain
             else []
         )
+    inexact = _inexact_numbers(frame)
+    if inexact is not None and inexact.any():
+        # pyarrow turned a long integer into a float: let the careful path decide on those rows
+        for j in inexact.arg_true().to_list():
+            _read_line_slow(source, start + indices[j], lines[indices[j]], slow_rows, rejects, stage, notes)
+        indices = [i for i, bad in zip(indices, inexact.to_list()) if not bad]
+        frame = frame.filter(~inexact)
     line_numbers = pl.Series("_line", [start + i for i in indices], dtype=pl.Int64)
     frame = _to_frame_columns(frame, source, line_numbers)
     frame, lowered = _lower_kinds(frame)
@@ -396,6 +605,32 @@ def _read_bulk(
         raw = lines[line_no - start].decode("utf-8", errors="backslashreplace")
         rejects.append(_reject_row(source, line_no, stage, reason, raw, path))
     return [kept]
+
+
+def _inexact_expr(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+    if dtype.is_float():
+        return expr.abs() >= _EXACT_FLOAT
+    if isinstance(dtype, pl.Struct):
+        parts = [_inexact_expr(expr.struct.field(f.name), f.dtype) for f in dtype.fields]
+        parts = [p for p in parts if p is not None]
+        return pl.any_horizontal(parts) if parts else None
+    if isinstance(dtype, pl.List):
+        inner = _inexact_expr(pl.element(), dtype.inner)
+        return None if inner is None else expr.list.eval(inner).list.any()
+    return None
+
+
+def _inexact_numbers(frame: pl.DataFrame) -> pl.Series | None:
+    """Rows holding a float at or past 2**53: a long integer literal pyarrow could not keep exactly."""
+    parts = [
+        _inexact_expr(pl.col(name), dtype)
+        for name, dtype in frame.schema.items()
+        if name not in ("query", "output", "category")
+    ]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return frame.select(pl.any_horizontal(parts).fill_null(False).alias("inexact")).to_series()
 
 
 def _to_frame_columns(frame: pl.DataFrame, source: str, line_numbers: pl.Series) -> pl.DataFrame:
@@ -462,6 +697,10 @@ def _validate_bulk(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .then(pl.lit("empty query"))
         .when(query_text.str.contains(r"[\r\n]"))
         .then(pl.lit("newline inside query"))
+        .when(pl.col("query").str.contains(CONTROL_CHARS))
+        .then(pl.lit("control character in query"))
+        .when(pl.col("query").str.replace_all(INVISIBLE_CHARS, "").str.len_bytes() == 0)
+        .then(pl.lit("query has no visible characters"))
         .when(pl.col("output").is_null())
         .then(pl.lit("missing output"))
         .when(pl.col("output").list.len() == 0)
@@ -476,6 +715,8 @@ def _validate_bulk(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .then(pl.lit("newline inside item"))
         .when(pl.col("meta") == "__not_object__")
         .then(pl.lit("meta is not an object"))
+        .when(pl.col("output").list.len() > MAX_ITEMS)
+        .then(pl.format("too many output items ({} > {})", pl.col("output").list.len(), pl.lit(MAX_ITEMS)))
         .otherwise(None)
     )
     path = (
@@ -529,20 +770,116 @@ def _read_parquet(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFr
 # ---------------------------------------------------------------- writing
 
 
+_GROUP: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar(
+    "output_group", default=None
+)
+
+
+@contextlib.contextmanager
+def output_group() -> Iterator[None]:
+    """Every atomic_write inside lands together when the block succeeds, or none does: a run's
+    output, ledger, summary, plan and report are never a mix of old and new."""
+    if _GROUP.get() is not None:
+        yield
+        return
+    pending: list[tuple[str, Path]] = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _GROUP.reset(token)
+    try:
+        for _, target in pending:  # what would stop a rename half-way, before the first one
+            if target.is_dir():
+                raise OutputError(f"{target}: is a directory; nothing was written")
+        for tmp, target in pending:
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({describe_os_error(exc)})") from exc
+    finally:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove ``.<name>.<pid>.*.tmp`` files a killed run left beside ``target`` (their writer
+    is gone); a live writer's files stay."""
+    prefix = f".{target.name}."
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent if str(target.parent) else "."):
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid = name[len(prefix) : -len(".tmp")].split(".", 1)[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """One short phrase for a failed write (polars' writers raise OSError without errno)."""
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "os error 28" in str(exc):
+        return "disk full (no space left on device)"
+    if code == errno.EDQUOT or "os error 122" in str(exc):
+        return "disk quota exceeded"
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Write to a temporary file beside ``path`` and rename it into place on success."""
+    """Write to a temporary file beside ``path`` and rename it into place on success.
+
+    Text written is redacted (no secret reaches a file). A failure (a full disk) removes the
+    temporary file and raises OutputError naming ``path``; inside :func:`output_group` the
+    rename waits for the whole group."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({describe_os_error(exc)})") from exc
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+    group = _GROUP.get()
+    try:
+        with os.fdopen(fd, "wb" if "b" in mode else "w", encoding=None if "b" in mode else "utf-8") as handle:
+            if "b" in mode:
+                yield handle
+            else:
+                text = io.StringIO()
+                yield text
+                handle.write(redact(text.getvalue()))
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        if group is None:
+            os.replace(tmp, target)
+        else:
+            group.append((tmp, target))
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OutputError(f"{target}: cannot write ({describe_os_error(exc)}); nothing was written") from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -628,7 +965,9 @@ def write_rejects(rejects: pl.DataFrame, path: str | Path) -> Path:
     target = Path(path)
     with atomic_write(target, "wb") as handle:
         if rejects.height:
-            rejects.select(list(REJECT_SCHEMA)).write_ndjson(handle)
+            redact_frame(rejects.select(list(REJECT_SCHEMA)), ["reason", "raw", "source"]).write_ndjson(
+                handle
+            )
     return target
 
 
@@ -646,8 +985,7 @@ def default_rejects_path(output: str | Path) -> Path:
 def read_query_lines(path: str | Path) -> list[str]:
     """A query list: one per line, ``#`` comments and blank lines ignored; JSONL records also accepted."""
     target = Path(path)
-    if not target.exists():
-        raise InputError(f"{target}: no such file")
+    check_readable(target, records=target.name.endswith((".jsonl", ".jsonl.gz", ".parquet")))
     if target.name.endswith((".jsonl", ".jsonl.gz", ".parquet")):
         return read_records([target]).frame.get_column("query").to_list()
     queries = []

@@ -21,6 +21,18 @@ ONLY_RE = re.compile(r"\s+/only:(lex|vec|hyde)\s*$", re.IGNORECASE)
 # recognize it, so normalize rewrites it to the " /only:lex" form.
 LEGACY_ONLY_RE = re.compile(r"\s+only:\s*(lex|vec|hyde)\s*$", re.IGNORECASE)
 _PREFIX_RE = re.compile(r"^\s*(lex|vec|hyde)\s*:\s*(.*)$", re.IGNORECASE)
+CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+"""C0/C1 control characters other than tab and line breaks (same syntax for re and polars)."""
+INVISIBLE_CHARS = r"[\p{Cc}\p{Cf}\p{Z}\p{Co}\p{Cn}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}]"
+"""Characters that show nothing (controls, format characters such as zero-width spaces and the
+BOM, separators, private-use and unassigned code points, blank letters); polars syntax."""
+_CONTROL_RE = re.compile(CONTROL_CHARS)
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def has_visible_text(text: str) -> bool:
+    """False for text made only of characters that show nothing (see INVISIBLE_CHARS)."""
+    return any(ch.isprintable() and not ch.isspace() and ch not in _BLANK_LETTERS for ch in text)
 
 
 class RecordError(ValueError):
@@ -213,8 +225,12 @@ def coerce_record(obj: Any) -> Record:
         raise RecordError(f"query is not a string ({type(query).__name__})", "$.query")
     if not query.strip():
         raise RecordError("empty query", "$.query")
-    if "\n" in query.strip():
+    if "\n" in query.strip() or "\r" in query.strip():
         raise RecordError("newline inside query", "$.query")
+    if _CONTROL_RE.search(query):
+        raise RecordError("control character in query", "$.query")
+    if not has_visible_text(query):
+        raise RecordError("query has no visible characters", "$.query")
 
     if "output" in data:
         raw = data.pop("output")

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperCommand
 
 from qmd_finetune.cli_options import rubric_option
@@ -25,7 +26,9 @@ from qmd_finetune.curate.pipeline import (
     run_pipeline,
 )
 from qmd_finetune.curate.summary import print_run
-from qmd_finetune.io import InputError, expand_inputs
+from qmd_finetune.io import InputError, OutputError, expand_inputs
+from qmd_finetune.locks import LockedError
+from qmd_finetune.redact import RedactedStream
 
 
 class _Command(TyperCommand):
@@ -50,7 +53,7 @@ app = _Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+console = Console(file=RedactedStream())
 
 INPUT_HELP = (
     "Input file(s): .jsonl, .jsonl.gz or .parquet (`--input a.jsonl b.jsonl`); a directory reads the"
@@ -80,7 +83,7 @@ def stage_default(stage: str, option: str) -> Any:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -95,7 +98,7 @@ def validate(
     """Check rows against the record schema: per-file counts and the first invalid rows."""
     try:
         result = summary.validate_files(input_files(inputs, more), rejects)
-    except InputError as exc:
+    except (InputError, OutputError, LockedError) as exc:
         _fail(str(exc))
     summary.print_validation(console, result, show)
     if result.rejects.height and not allow_invalid:
@@ -132,7 +135,7 @@ def score(
             rubric=rubric,
             modernize_only=modernize_only,
         )
-    except InputError as exc:
+    except (InputError, OutputError, LockedError) as exc:
         _fail(str(exc))
     summary.print_score_summary(console, result)
 

@@ -9,6 +9,7 @@ output or in the ledger (``rows_in == kept + rejected``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -31,11 +32,13 @@ from qmd_finetune.io import (
     default_rejects_path,
     empty_rejects,
     expand_inputs,
+    output_group,
     read_frame,
     rejects_from_frame,
     write_records,
     write_rejects,
 )
+from qmd_finetune.locks import hold
 from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric
 
 STAGES: dict[str, str] = {
@@ -370,8 +373,19 @@ def run_pipeline(
     command: str = "curate run",
     on_stage: Callable[[StageSummary], None] | None = None,
 ) -> PipelineRun:
-    """Read the inputs, run the stages, write output, ledger, summary and (optionally) report."""
+    """Read the inputs, run the stages, write output, ledger, summary and (optionally) report.
+
+    One run per output at a time (a lock beside it); everything is written together at the
+    end, or nothing is."""
     config.check()
+    target = config.output or config.rejects or config.stats
+    with hold(target) if target is not None else contextlib.nullcontext():
+        return _run_pipeline(config, command, on_stage)
+
+
+def _run_pipeline(
+    config: PipelineConfig, command: str, on_stage: Callable[[StageSummary], None] | None
+) -> PipelineRun:
     started = _now()
     t0 = time.perf_counter()
     read = read_frame(config.inputs)
@@ -382,7 +396,12 @@ def run_pipeline(
     if config.report is not None:
         before_stats = input_stats(read.frame, config.stages, config.rubric)
     # Hand the frame over: nothing here keeps the input alive while the stages run.
-    stages = config.stage_specs()
+    # The plan and the split files are written with the other outputs, once the run has succeeded.
+    deferred = {"balance": "plan", "split": "output_dir"}
+    stages = [
+        StageSpec(spec.name, {k: v for k, v in spec.options.items() if k != deferred.get(spec.name)})
+        for spec in config.stage_specs()
+    ]
     after, summaries, ledger_parts = run_stages(_take_frame(read), stages, on_stage)
     ledger = pl.concat([read.rejects, *ledger_parts], how="vertical") if ledger_parts else read.rejects
     run = PipelineRun(
@@ -407,6 +426,11 @@ def run_pipeline(
 
 
 def write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
+    with output_group():
+        _write_outputs(run, config)
+
+
+def _write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
     if config.output is not None:
         write_records(run.after, config.output)
         rejects = config.rejects or default_rejects_path(config.output)
@@ -426,12 +450,15 @@ def write_outputs(run: PipelineRun, config: PipelineConfig) -> None:
         if stage is not None:
             spec = next(s for s in config.stages if s.name == name)
             if name == "balance" and spec.options.get("plan"):
+                from qmd_finetune.curate.balance import write_plan
+
+                write_plan(stage.report["plan"], spec.options["plan"])
                 run.outputs["plan"] = str(spec.options["plan"])
             if name == "split" and spec.options.get("output_dir"):
                 # Rewrite the split files from the final rows: later stages (leakage) may drop some.
                 from qmd_finetune.curate.split import write_splits
 
-                write_splits(run.after, spec.options["output_dir"])
+                stage.report["files"] = write_splits(run.after, spec.options["output_dir"])
                 run.outputs["splits"] = str(spec.options["output_dir"])
     run.finished = _now()
     if stats is not None:

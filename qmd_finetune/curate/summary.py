@@ -19,11 +19,13 @@ from qmd_finetune.io import (
     ReadResult,
     default_rejects_path,
     empty_rejects,
+    output_group,
     read_records,
     rejects_from_frame,
     write_records,
     write_rejects,
 )
+from qmd_finetune.locks import hold
 from qmd_finetune.reward import DEFAULT_RUBRIC, RATINGS, check_rubric, score_frame
 
 _PAREN_TAIL = re.compile(r"\s*\([^()]*\)$")
@@ -32,8 +34,10 @@ RATING_NAMES = [name for _, name in RATINGS] + ["Failed"]
 
 
 def validate_files(paths: Sequence[Path], rejects_path: Path | None = None) -> ReadResult:
-    result = read_records(paths, stage="validate")
-    if rejects_path is not None:
+    if rejects_path is None:
+        return read_records(paths, stage="validate")
+    with hold(rejects_path, "the ledger"):
+        result = read_records(paths, stage="validate")
         write_rejects(result.rejects, rejects_path)
     return result
 
@@ -92,6 +96,19 @@ def score_files(
     """Score files under ``rubric``; legacy ``q only: lex`` queries are modernized first
     (``modernize_only``), as the pipeline's normalize stage does, so they score as only mode."""
     rubric = check_rubric(rubric)
+    with hold(output):
+        return _score_files(paths, output, min_score, rejects_path, workers, rubric, modernize_only)
+
+
+def _score_files(
+    paths: Sequence[Path],
+    output: Path,
+    min_score: float | None,
+    rejects_path: Path | None,
+    workers: int | None,
+    rubric: str,
+    modernize_only: bool,
+) -> ScoreResult:
     result = read_records(paths, stage="read")
     frame, modernized = modernize_only_mode(result.frame) if modernize_only else (result.frame, 0)
     scored = set_meta(score_frame(frame, workers, rubric), "score_rubric", rubric)
@@ -102,12 +119,13 @@ def score_files(
         kept = scored.filter(pl.col("score") >= min_score)
     else:
         below, kept = scored.head(0).with_columns(pl.lit(None, pl.Utf8).alias("_reason")), scored
-    write_records(kept, output)
     rejects_path = rejects_path or default_rejects_path(output)
     ledger = pl.concat(
         [result.rejects, rejects_from_frame(below, "score") if below.height else empty_rejects()]
     )
-    write_rejects(ledger, rejects_path)
+    with output_group():
+        write_records(kept, output)
+        write_rejects(ledger, rejects_path)
     return ScoreResult(result, scored, kept, below, output, rejects_path, min_score, rubric, modernized)
 
 
