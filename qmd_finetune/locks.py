@@ -16,7 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from qmd_finetune.io import OutputError, describe_os_error
+
 _HELD: dict[Path, int] = {}
+"""Lock files this process holds -> their descriptors."""
 
 
 class LockedError(ValueError):
@@ -43,15 +46,25 @@ def _read_pid(fd: int) -> int | None:
 
 @contextlib.contextmanager
 def hold(target: str | Path, what: str = "output") -> Iterator[Lock]:
-    """Hold the lock of ``target`` for the block; raises LockedError when a live run has it."""
-    path = lock_path(target).absolute()
-    if path in _HELD:  # already ours (a command locking its output twice)
-        _HELD[path] += 1
-        try:
-            yield Lock(path)
-        finally:
-            _HELD[path] -= 1
+    """Hold the lock of ``target`` for the block; raises LockedError when a live run has it,
+    OutputError when the lock file cannot be written (a full disk, a read-only folder)."""
+    try:
+        lock = _acquire(target, what)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot take the lock ({describe_os_error(exc)})") from exc
+    if lock is None:  # already ours (a command locking its output twice)
+        yield Lock(lock_path(target).absolute())
         return
+    try:
+        yield lock
+    finally:
+        _release(lock)
+
+
+def _acquire(target: str | Path, what: str) -> Lock | None:
+    path = lock_path(target).absolute()
+    if path in _HELD:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -75,14 +88,19 @@ def hold(target: str | Path, what: str = "output") -> Iterator[Lock]:
     previous = _read_pid(fd)
     if previous is not None and previous != os.getpid():
         lock.stale_pid = previous
-    os.ftruncate(fd, 0)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    os.pwrite(fd, f"{os.getpid()} {started}\n".encode(), 0)
-    _HELD[path] = 1
     try:
-        yield lock
-    finally:
-        del _HELD[path]
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        os.ftruncate(fd, 0)
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        os.pwrite(fd, f"{os.getpid()} {started}\n".encode(), 0)
+    except OSError:
         os.close(fd)
+        raise
+    _HELD[path] = fd
+    return lock
+
+
+def _release(lock: Lock) -> None:
+    fd = _HELD.pop(lock.path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(lock.path)
+    os.close(fd)

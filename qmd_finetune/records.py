@@ -26,7 +26,7 @@ CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 INVISIBLE_CHARS = r"[\p{Cc}\p{Cf}\p{Z}\p{Co}\p{Cn}\x{115F}\x{1160}\x{3164}\x{FFA0}\x{2800}]"
 """Characters that show nothing (controls, format characters such as zero-width spaces and the
 BOM, separators, private-use and unassigned code points, blank letters); polars syntax."""
-_CONTROL_RE = re.compile(CONTROL_CHARS)
+CONTROL_RE = re.compile(CONTROL_CHARS)
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
@@ -227,7 +227,7 @@ def coerce_record(obj: Any) -> Record:
         raise RecordError("empty query", "$.query")
     if "\n" in query.strip() or "\r" in query.strip():
         raise RecordError("newline inside query", "$.query")
-    if _CONTROL_RE.search(query):
+    if CONTROL_RE.search(query):
         raise RecordError("control character in query", "$.query")
     if not has_visible_text(query):
         raise RecordError("query has no visible characters", "$.query")

@@ -34,7 +34,8 @@ TOKEN_PATTERNS: tuple[str, ...] = (
     r"(?i)(\b(?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{8,}",
 )
 _PYTHON_PATTERNS = [re.compile(p) for p in TOKEN_PATTERNS]
-_QUICK = re.compile(r"(?i)Bearer|Basic|sk-|ghp_|gho_|ghu_|ghs_|github_pat|hf_|AKIA|xox|api.?key")
+_MARKERS = ("bearer", "basic", "sk-", "gh", "hf_", "akia", "xox", "api")
+"""Lower-case pieces every token pattern contains: text without them skips the patterns."""
 _extra_env: set[str] = set()
 
 
@@ -44,12 +45,22 @@ def register_env(name: str | None) -> None:
         _extra_env.add(name)
 
 
+_NAME_IS_SECRET: dict[str, bool] = {}
+
+
+def _is_secret_name(name: str) -> bool:
+    known = _NAME_IS_SECRET.get(name)
+    if known is None:
+        known = _NAME_IS_SECRET[name] = bool(SECRET_ENV_NAME.search(name))
+    return known or name in _extra_env
+
+
 def secret_values() -> list[str]:
     """The values of the secret-looking environment variables, longest first."""
     values = {
         value
         for name, value in os.environ.items()
-        if (name in _extra_env or SECRET_ENV_NAME.search(name)) and len(value) >= MIN_SECRET_CHARS
+        if len(value) >= MIN_SECRET_CHARS and _is_secret_name(name)
     }
     return sorted(values, key=len, reverse=True)
 
@@ -58,23 +69,29 @@ def redact(text: str, *secrets: str | None) -> str:
     """``text`` with known secrets and token-shaped strings replaced by ``***``."""
     if not text:
         return text
-    for secret in [*secret_values(), *(s for s in secrets if s and len(s) >= 4)]:
+    return _redact(text, [*secret_values(), *(s for s in secrets if s and len(s) >= 4)])
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    if _QUICK.search(text):
+    lowered = text.lower()
+    if any(marker in lowered for marker in _MARKERS):
         for pattern in _PYTHON_PATTERNS:
             text = pattern.sub(lambda m: m.group(1) + MASK, text)
     return text
 
 
-def redact_value(value: Any) -> Any:
+def redact_value(value: Any, secrets: list[str] | None = None) -> Any:
     """Redact every string inside a JSON-like value."""
+    secrets = secret_values() if secrets is None else secrets
     if isinstance(value, str):
-        return redact(value)
+        return _redact(value, secrets) if value else value
     if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
+        return {k: redact_value(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact_value(v) for v in value]
+        return [redact_value(v, secrets) for v in value]
     return value
 
 

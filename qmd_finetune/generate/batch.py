@@ -29,6 +29,7 @@ from qmd_finetune.generate.runner import (
     RunStats,
     estimate_prompt_tokens,
 )
+from qmd_finetune.redact import redact
 
 BATCH_DISCOUNT = 0.5
 
@@ -180,12 +181,17 @@ async def _collect(
         if result.type != "succeeded":
             error = getattr(getattr(result, "error", None), "error", None)
             message = getattr(error, "message", None) or result.type
-            record(Outcome(job, None, error=f"batch {result.type}: {message}"))
+            raw = result.model_dump_json() if hasattr(result, "model_dump_json") else None
+            record(
+                Outcome(
+                    job, None, error=redact(f"batch {result.type}: {message}"), raw=redact(raw or "") or None
+                )
+            )
             continue
         try:
             response = response_from_message(result.message)
         except ProviderError as exc:
-            record(Outcome(job, None, error=exc.reason))
+            record(Outcome(job, None, error=exc.reason, raw=exc.body))
             continue
         cost = runner.pricing.cost(response, discount=BATCH_DISCOUNT)
         runner.stats.prompt_tokens += response.prompt_tokens

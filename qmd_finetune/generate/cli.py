@@ -9,15 +9,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qmd_finetune.cli_options import rubric_option
+from qmd_finetune.redact import RedactedStream
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
-console = Console()
-err = Console(stderr=True)
+console = Console(file=RedactedStream())
+err = Console(file=RedactedStream("stderr"), soft_wrap=True)
 
 
 @app.command()
@@ -206,8 +208,8 @@ def expand(
     )
     try:
         result = run_expand(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (ValueError, FileNotFoundError) as exc:  # InputError, OutputError, LockedError included
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     s = result.stats
     table = Table(title=f"generate expand: {model}")
@@ -243,6 +245,12 @@ def expand(
             f"repaired a partial trailing line ({result.repaired_bytes} bytes) from an interrupted run"
         )
     console.print(f"records: {result.output}  rejects: {result.rejects}")
+    failed = result.rejected_by_stage.get("request", 0)
+    if s.done and failed == s.done:
+        err.print(
+            f"[red]error:[/] all {failed} requests failed; their reasons and response bodies are in {result.rejects}"
+        )
+        raise typer.Exit(4)
     if s.stopped:
         console.print(f"[yellow]stopped:[/] {s.stopped}; run the same command again to resume")
         raise typer.Exit(3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from dataclasses import dataclass, field
@@ -21,7 +22,16 @@ from qmd_finetune.generate.providers import (
     served_model,
 )
 from qmd_finetune.generate.runner import Job, Outcome, Runner, RunnerConfig, RunStats
-from qmd_finetune.records import Record, RecordError, coerce_record, parse_expansion
+from qmd_finetune.io import check_readable
+from qmd_finetune.locks import hold
+from qmd_finetune.records import (
+    CONTROL_RE,
+    Record,
+    RecordError,
+    coerce_record,
+    has_visible_text,
+    parse_expansion,
+)
 from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
 
 # Rejects at these stages are final: a re-run skips their queries. "request" rejects
@@ -88,9 +98,10 @@ def read_queries(path: Path) -> list[QueryItem]:
     """Queries from a text file (one per line, ``#`` comments) or JSONL (``query``/``input``, ``category``)."""
     items: list[QueryItem] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    check_readable(path, records=False)
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for number, raw in enumerate(handle, start=1):
-            text = raw.strip()
+            text = raw.strip().lstrip("\ufeff").strip()  # a BOM mid-file, from `cat a.txt b.txt`
             if not text or text.startswith("#"):
                 continue
             category = None
@@ -105,7 +116,11 @@ def read_queries(path: Path) -> list[QueryItem]:
                     raise ValueError(f"{path}:{number}: no query string")
                 category = obj.get("category") if isinstance(obj.get("category"), str) else None
                 text = query.strip()
-            if text and text not in seen:
+            if CONTROL_RE.search(text):
+                raise ValueError(f"{path}:{number}: control character in query")
+            if not has_visible_text(text):
+                raise ValueError(f"{path}:{number}: query has no visible characters")
+            if text not in seen:
                 seen.add(text)
                 items.append(QueryItem(query=text, line=number, category=category))
     return items
@@ -162,7 +177,7 @@ class RecordBuilder:
     def handle(self, outcome: Outcome) -> str | None:
         item: QueryItem = outcome.job.payload
         if outcome.response is None:
-            return self.reject(item, "request", outcome.error or "request failed", None)
+            return self.reject(item, "request", outcome.error or "request failed", outcome.raw)
         text = outcome.response.text
         try:
             items = parse_expansion(text)
@@ -230,6 +245,16 @@ def run_expand(cfg: ExpandConfig) -> ExpandResult:
 
 
 async def run_expand_async(cfg: ExpandConfig) -> ExpandResult:
+    """One run per output and per response cache at a time: a second run refuses at once
+    (it would pay for every request again and write each record twice)."""
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(hold(cfg.output))
+        if cfg.use_cache:
+            locks.enter_context(hold(cfg.resolved_cache_path, "the response cache"))
+        return await _run_expand(cfg)
+
+
+async def _run_expand(cfg: ExpandConfig) -> ExpandResult:
     prompt = load_prompt(cfg.prompt_file)
     items = read_queries(cfg.queries)
     if cfg.limit is not None:

@@ -8,11 +8,15 @@ disk, a crash of the machine), it is cut off when the file is opened again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from qmd_finetune.io import OutputError, describe_os_error
+from qmd_finetune.redact import redact_value
 
 
 def repair_tail(path: Path) -> int:
@@ -59,19 +63,34 @@ def iter_json_lines(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class JsonlAppender:
+    """Appends redacted JSON lines. A failed write (a full disk) is cut off again and raises
+    OutputError: the file never holds a partial line written by this run."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.repaired = repair_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.repaired = repair_tail(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write ({describe_os_error(exc)})") from exc
         self.written = 0
 
     def append(self, obj: dict[str, Any]) -> None:
-        data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json.dumps(redact_value(obj), ensure_ascii=False) + "\n").encode("utf-8")
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise OutputError(
+                f"{self.path}: cannot write ({describe_os_error(exc)}); the lines written before are kept"
+            ) from exc
+        self._size += len(data)
         self.written += 1
 
     def close(self) -> None:

@@ -15,10 +15,14 @@ and never put into cache keys, records, rejects or log lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from qmd_finetune.redact import redact as redact_secrets
+from qmd_finetune.redact import register_env
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
@@ -51,14 +55,29 @@ class GenerationParams:
         return data
 
 
+BODY_LIMIT = 4000
+"""Characters of an error response body kept for the rejects ledger."""
+
+
 class ProviderError(Exception):
-    """A failed request; ``retryable`` for 429/5xx/timeouts/broken bodies, with Retry-After if sent."""
+    """A failed request; ``retryable`` for 429/5xx/timeouts/broken bodies, with Retry-After if sent.
+    ``body`` is the response body, if any. Reason and body are redacted here, where they are
+    made: servers echo request headers (the API key) in error bodies."""
 
     def __init__(
-        self, reason: str, retryable: bool, status: int | None = None, retry_after: float | None = None
+        self,
+        reason: str,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: str | bytes | None = None,
     ):
+        reason = redact_secrets(reason)
         super().__init__(reason)
         self.reason = reason
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", errors="replace")
+        self.body = redact_secrets(body[:BODY_LIMIT]) if body else None
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
@@ -145,6 +164,7 @@ class ProviderConfig:
 
     def api_key(self) -> str | None:
         if self.api_key_env:
+            register_env(self.api_key_env)  # its value is masked wherever it would be written
             return os.environ.get(self.api_key_env)
         default_env = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}.get(self.provider)
         return os.environ.get(default_env) if default_env else None
@@ -242,6 +262,7 @@ class OpenAICompatProvider(Provider):
                         retryable=resp.status in RETRYABLE_STATUS,
                         status=resp.status,
                         retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                        body=raw,
                     )
         except asyncio.TimeoutError as exc:
             raise ProviderError(f"timeout after {timeout:g}s", retryable=True) from exc
@@ -252,7 +273,9 @@ class OpenAICompatProvider(Provider):
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProviderError(f"malformed response body: {_snippet(raw)}", retryable=True) from exc
+            raise ProviderError(
+                f"malformed response body: {_snippet(raw)}", retryable=True, body=raw
+            ) from exc
         usage = data.get("usage") or {}
         return ChatResponse(
             text=text,
@@ -320,6 +343,16 @@ class LiteLLMProvider(Provider):
 
 
 def classify_litellm_error(exc: Exception, secret: str | None) -> ProviderError:
+    return _with_body(_classify_litellm_error(exc, secret), exc, secret)
+
+
+def _with_body(error: ProviderError, exc: Exception, secret: str | None) -> ProviderError:
+    body = _error_body(exc)
+    error.body = redact(body[:BODY_LIMIT], secret) if body else None
+    return error
+
+
+def _classify_litellm_error(exc: Exception, secret: str | None) -> ProviderError:
     import litellm
 
     status = getattr(exc, "status_code", None)
@@ -431,6 +464,11 @@ def response_from_message(message: Any) -> ChatResponse:
 
 
 def classify_anthropic_error(exc: Exception, secret: str | None) -> ProviderError | None:
+    error = _classify_anthropic_error(exc, secret)
+    return None if error is None else _with_body(error, exc, secret)
+
+
+def _classify_anthropic_error(exc: Exception, secret: str | None) -> ProviderError | None:
     import anthropic
 
     message = redact(f"{type(exc).__name__}: {exc}", secret)[:300]
@@ -468,7 +506,17 @@ def parse_retry_after(value: Any) -> float | None:
 
 
 def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret and len(secret) >= 4 else text
+    return redact_secrets(text, secret)
+
+
+def _error_body(exc: Exception) -> str | None:
+    """The HTTP response body behind an SDK exception, when it has one."""
+    response = getattr(exc, "response", None)
+    with contextlib.suppress(Exception):  # an SDK response object may refuse .text (streamed, closed)
+        text = getattr(response, "text", None)
+        if isinstance(text, str) and text:
+            return text
+    return str(exc) or None
 
 
 def _snippet(raw: bytes, width: int = 120) -> str:

@@ -38,6 +38,8 @@ class Outcome:
     cached: bool = False
     cost: float = 0.0
     attempts: int = 0
+    raw: str | None = None
+    """The failed request's response body (redacted, capped), for the rejects ledger."""
 
 
 @dataclass
@@ -203,7 +205,7 @@ class Runner:
                     self.stats.retries += 1
                     await asyncio.sleep(backoff_delay(attempt, self.config, exc.retry_after, self._rng))
                     continue
-                return Outcome(job, None, error=exc.reason, attempts=attempt)
+                return Outcome(job, None, error=exc.reason, attempts=attempt, raw=exc.body)
             cost = self.pricing.cost(response)
             self.stats.prompt_tokens += response.prompt_tokens
             self.stats.completion_tokens += response.completion_tokens

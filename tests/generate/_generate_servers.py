@@ -2,7 +2,8 @@
 
 One threaded stdlib server answers all three APIs. Behaviour per query is scripted with
 ``faults``: {query substring: [behaviour, ...]}, consumed one per request, then "ok".
-Behaviours: ok, 429[:retry_after], 500, slow:<seconds>, badjson, truncated, wrongformat.
+Behaviours: ok, 429[:retry_after], 500, slow:<seconds>, badjson, truncated, wrongformat,
+echo401 and echo500 (an error body that repeats the request headers, API key included).
 """
 
 from __future__ import annotations
@@ -150,6 +151,10 @@ class FakeLLMServer:
             return
         if name == "500":
             self._send(h, 500, {"error": {"type": "api_error", "message": "boom"}})
+            return
+        if name in ("echo401", "echo500"):  # a careless proxy: the request headers in the error body
+            seen = {k: v for k, v in h.headers.items()}
+            self._send(h, int(name[4:]), {"error": {"type": "api_error", "message": f"rejected {seen}"}})
             return
         if name == "slow":
             time.sleep(float(arg or 5))

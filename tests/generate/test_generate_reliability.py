@@ -1,0 +1,190 @@
+"""`generate expand` under hostile conditions: servers that echo the API key in error bodies,
+every request failing, a second run on the same output, a shared cache, a full disk."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import invoke
+
+from qmd_finetune.generate.cache import ResponseCache
+
+PLAIN_SECRET = "Zq7plainCredential42xK"
+"""A key with no recognisable shape: only knowing the environment variable can hide it."""
+REPO = Path(__file__).resolve().parents[2]
+
+PATHS = {
+    "openai-aiohttp": ("openai/test-model", ["--client", "auto"]),
+    "openai-litellm": ("openai/test-model", ["--client", "litellm"]),
+    "ollama_chat": ("ollama_chat/qwen3:1.7b", []),
+    "anthropic-sdk": ("anthropic/claude-sonnet-4-5", []),
+}
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _expand(model: str, server, queries: Path, out: Path, *extra: str):
+    args = ["expand", "--model", model, "--queries", str(queries), "--output", str(out)]
+    args += ["--api-base", server.url + ("/v1" if model.startswith("openai/") else ""), "--no-progress"]
+    return invoke(args + list(extra))
+
+
+def _everything_written(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+@pytest.mark.parametrize("status", ["echo401", "echo500"])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_keys_echoed_in_error_bodies_are_never_written(
+    tmp_path, llm_server, queries_file, monkeypatch, path, status
+) -> None:
+    model, extra = PATHS[path]
+    monkeypatch.setenv("QMD_PLAIN_CREDENTIAL", PLAIN_SECRET)
+    llm_server.faults = {q: [status] for q in ("docker", "sourdough", "Marie", "python")}
+    out = tmp_path / "run" / "out.jsonl"
+    result = _expand(
+        model,
+        llm_server,
+        queries_file,
+        out,
+        "--api-key-env",
+        "QMD_PLAIN_CREDENTIAL",
+        "--max-retries",
+        "0",
+        *extra,
+    )
+    sent = [h.get("authorization", "") + h.get("x-api-key", "") for h in llm_server.headers]
+    assert any(PLAIN_SECRET in h for h in sent), "the key never reached the server"
+    assert result.exit_code == 4, result.output
+    assert "all 4 requests failed" in result.output
+    rejects = _rows(tmp_path / "run" / "out.rejects.jsonl")
+    assert [r["stage"] for r in rejects] == ["request"] * 4
+    for row in rejects:
+        assert row["raw"] and "rejected" in row["raw"], "the response body is kept for the ledger"
+        assert "***" in row["raw"] or "REDACTED" in row["raw"]  # LiteLLM masks some bodies itself
+    assert PLAIN_SECRET not in result.output
+    assert PLAIN_SECRET.encode() not in _everything_written(tmp_path / "run")
+
+
+def test_raw_body_of_a_request_reject_is_capped(tmp_path, llm_server, queries_file, secret_env) -> None:
+    llm_server.faults = {"docker": ["echo500"]}
+    out = tmp_path / "out.jsonl"
+    result = _expand(
+        "openai/m", llm_server, queries_file, out, "--max-retries", "0", "--api-key-env", "TEST_LLM_KEY"
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = _rows(tmp_path / "out.rejects.jsonl")
+    assert row["stage"] == "request" and len(row["raw"]) <= 4000
+    assert "Bearer ***" in row["raw"] and "HTTP 500" in row["reason"]
+
+
+def test_a_second_run_on_the_same_output_refuses_naming_the_pid(tmp_path, llm_server, queries_file) -> None:
+    out = tmp_path / "out.jsonl"
+    code = (
+        "import sys, time\n"
+        "from qmd_finetune.locks import hold\n"
+        "with hold(sys.argv[1]):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        result = _expand("openai/m", llm_server, queries_file, out)
+    finally:
+        child.kill()
+        child.wait()
+    assert result.exit_code == 2
+    assert f"in use by another run (PID {child.pid})" in result.output
+    assert llm_server.count("/chat/completions") == 0 and not out.exists()
+
+
+def test_a_second_run_on_the_same_cache_refuses(tmp_path, llm_server, queries_file) -> None:
+    cache = tmp_path / "shared.sqlite"
+    code = (
+        "import sys, time\n"
+        "from qmd_finetune.locks import hold\n"
+        "with hold(sys.argv[1]):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(cache)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        result = _expand("openai/m", llm_server, queries_file, tmp_path / "b.jsonl", "--cache", str(cache))
+    finally:
+        child.kill()
+        child.wait()
+    assert result.exit_code == 2 and "response cache is in use by another run" in result.output
+
+
+def _write_many(path: str, start: int, count: int) -> None:
+    cache = ResponseCache(path)
+    for i in range(start, start + count):
+        cache.put(
+            f"k{i}", "m", [{"role": "user", "content": f"q{i}"}], {"max_tokens": 1}, f"lex: {i}", 1, 1, 0.0
+        )
+        assert cache.get(f"k{i}") is not None
+    cache.close()
+
+
+def test_two_processes_sharing_a_cache_do_not_crash(tmp_path) -> None:
+    path = str(tmp_path / "shared.sqlite")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_write_many, args=(path, n * 1000, 300)) for n in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(ResponseCache(path)) == 600
+
+
+def test_expand_on_a_full_disk_fails_in_one_line_without_a_partial_line(
+    tmp_path, llm_server, queries_file, small_disk, fill_disk
+) -> None:
+    out = small_disk / "out.jsonl"
+    queries_file.write_text("".join(f"garden topic number {i}\n" for i in range(60)))
+    fill_disk(small_disk, 8 * 1024)  # room for the lock file and a few records, not 60
+    result = _expand("openai/m", llm_server, queries_file, out, "--no-cache", "--concurrency", "1")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "disk full" in errors[0], result.output
+    for name in ("out.jsonl", "out.rejects.jsonl"):
+        data = (small_disk / name).read_bytes() if (small_disk / name).exists() else b""
+        assert data == b"" or data.endswith(b"\n"), f"{name} holds a partial line"
+        for line in data.splitlines():
+            json.loads(line)
+
+
+def test_queries_without_visible_characters_are_named(tmp_path, llm_server) -> None:
+    queries = tmp_path / "q.txt"
+    queries.write_text("sourdough starter\n\u200b\u200c\u200d\ufeff\n", encoding="utf-8")
+    result = _expand("openai/m", llm_server, queries, tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert f"{queries}:2: query has no visible characters" in result.output
+
+
+def test_a_fifo_as_queries_file_is_refused_at_once(tmp_path, llm_server) -> None:
+    fifo = tmp_path / "q.txt"
+    os.mkfifo(fifo)
+    result = _expand("openai/m", llm_server, fifo, tmp_path / "out.jsonl")
+    assert result.exit_code == 2 and "is a FIFO" in result.output
