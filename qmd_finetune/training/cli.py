@@ -335,28 +335,37 @@ def _print_report(report: dict, show: int) -> None:
 @app.command("export")
 def export_command(
     model: str = typer.Option(
-        ..., "--model", "-m", help="Adapter dir (merged on export) or merged model dir."
+        ...,
+        "--model",
+        "-m",
+        help="Adapter dir (merged on export), merged model dir, or a train sft output dir.",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write."),
-    gguf: bool = typer.Option(False, "--gguf", help="Also convert to GGUF (needs llama.cpp's converter)."),
-    converter: str = typer.Option(None, help="Path to llama.cpp's convert_hf_to_gguf.py."),
-    outtype: str = typer.Option("f16", help="GGUF tensor type passed to the converter."),
+    gguf: bool = typer.Option(
+        False, "--gguf", help="Also write model.gguf (gguf package, no llama.cpp needed)."
+    ),
+    gguf_type: str = typer.Option("f16", "--gguf-type", help="GGUF tensor type: f16, f32 or q8_0."),
     threads: int = typer.Option(None, help="torch CPU threads."),
 ) -> None:
-    """Merged safetensors + tokenizer + Ollama Modelfile (+ GGUF when a converter is available)."""
-    from qmd_finetune.training.export import ConverterMissing, export
+    """Merged safetensors + tokenizer + Ollama Modelfile (+ GGUF with --gguf)."""
+    from qmd_finetune.training.export import export
+    from qmd_finetune.training.gguf_export import GGUF_TYPES
+    from qmd_finetune.training.models import inspect_model
 
+    if gguf_type not in GGUF_TYPES:
+        _fail(f"--gguf-type must be one of {', '.join(GGUF_TYPES)} (got {gguf_type!r})", code=2)
+    try:
+        source = inspect_model(model)
+    except ModelLoadError as exc:
+        _fail(f"--model: {exc}", code=2)
     _quiet_libraries(threads)
     try:
-        result = export(model, output, gguf=gguf, converter=converter, outtype=outtype)
-    except ConverterMissing as exc:
-        console.print(f"exported safetensors + Modelfile to {output}")
-        _fail(str(exc))
+        result = export(model, output, gguf=gguf, gguf_type=gguf_type)
     except (FileNotFoundError, ModelLoadError, ValueError) as exc:
         _fail(str(exc))
-    console.print(f"exported to {result.output_dir} (Modelfile: {result.modelfile})")
+    console.print(f"exported {source.describe()} to {result.output_dir} (Modelfile: {result.modelfile})")
     if result.gguf:
-        console.print(f"gguf: {result.gguf}")
+        console.print(f"gguf ({gguf_type}): {result.gguf}")
     console.print(f"ollama: cd {result.output_dir} && ollama create qmd-expander -f Modelfile")
 
 

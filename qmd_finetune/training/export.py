@@ -1,32 +1,19 @@
-"""``train export``: a merged model as safetensors + tokenizer, an Ollama Modelfile, optional GGUF."""
+"""``train export``: a merged model as safetensors + tokenizer, an Ollama Modelfile, optional GGUF
+(written with the ``gguf`` package: :mod:`qmd_finetune.training.gguf_export`)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from qmd_finetune.training.evaluate import prompt_format
+from qmd_finetune.training.gguf_export import GGUF_TYPES, GGUFExportError, write_gguf
 from qmd_finetune.training.models import inspect_model, load_model, load_tokenizer
 from qmd_finetune.training.prompts import TRAINING_INFO, PromptFormat
 
-CONVERTER_ENV = "QMD_GGUF_CONVERTER"
-CONVERTER_NAME = "convert_hf_to_gguf.py"
-GGUF_HELP = f"""GGUF conversion needs llama.cpp's {CONVERTER_NAME}, which is not installed here.
-Get it with:
-  git clone --depth 1 https://github.com/ggml-org/llama.cpp
-  pip install -r llama.cpp/requirements/requirements-convert_hf_to_gguf.txt
-then rerun with --converter llama.cpp/{CONVERTER_NAME} (or set {CONVERTER_ENV}=llama.cpp/{CONVERTER_NAME}).
-The safetensors export is complete; Ollama can also import it directly (the Modelfile says FROM .)."""
 _SYSTEM_RE = re.compile(r"<\|im_start\|>system(?:\\n|\n)(.+?)<\|im_end\|>")
-
-
-class ConverterMissing(RuntimeError):
-    pass
 
 
 @dataclass
@@ -34,13 +21,6 @@ class ExportResult:
     output_dir: Path
     modelfile: Path
     gguf: Path | None
-
-
-def find_converter(explicit: str | None = None) -> Path | None:
-    for candidate in (explicit, os.environ.get(CONVERTER_ENV), shutil.which(CONVERTER_NAME)):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
 
 
 def default_system_prompt(chat_template: str | None) -> str | None:
@@ -79,12 +59,14 @@ def export(
     model_name: str,
     output_dir: str | Path,
     gguf: bool = False,
-    converter: str | None = None,
-    outtype: str = "f16",
+    gguf_type: str = "f16",
 ) -> ExportResult:
+    """Merged safetensors + tokenizer + Modelfile; with ``gguf`` also ``model.gguf`` (the
+    Modelfile then says ``FROM ./model.gguf``)."""
+    if gguf and gguf_type not in GGUF_TYPES:
+        raise GGUFExportError(f"--gguf-type must be one of {', '.join(GGUF_TYPES)} (got {gguf_type!r})")
     source = inspect_model(model_name)
     out = Path(output_dir)
-    converter_path = find_converter(converter) if gguf else None
     tokenizer = load_tokenizer(source)
     model = load_model(source, dtype=None, merge=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,24 +75,8 @@ def export(
     fmt = prompt_format(source)
     if (Path(source.path) / TRAINING_INFO).is_file():
         shutil.copyfile(Path(source.path) / TRAINING_INFO, out / TRAINING_INFO)
-    gguf_path = None
-    if gguf and converter_path is not None:
-        gguf_path = out / "model.gguf"
-        subprocess.run(
-            [
-                sys.executable,
-                str(converter_path),
-                str(out),
-                "--outfile",
-                str(gguf_path),
-                "--outtype",
-                outtype,
-            ],
-            check=True,
-        )
+    gguf_path = write_gguf(out, out / "model.gguf", gguf_type) if gguf else None
     source_line = "FROM ./model.gguf" if gguf_path else "FROM ."
     modelfile = out / "Modelfile"
     modelfile.write_text(modelfile_text(source_line, tokenizer.chat_template, fmt), encoding="utf-8")
-    if gguf and converter_path is None:
-        raise ConverterMissing(GGUF_HELP)
     return ExportResult(out, modelfile, gguf_path)

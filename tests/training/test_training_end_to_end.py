@@ -72,20 +72,6 @@ def test_export_merges_and_writes_modelfile(trained: Path, tmp_path: Path) -> No
     assert not (out / "adapter_config.json").exists()
 
 
-def test_export_gguf_without_converter_says_how_to_get_one(
-    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("QMD_GGUF_CONVERTER", raising=False)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    out = tmp_path / "export"
-    result = CliRunner().invoke(
-        app, ["export", "--model", str(trained / "merged"), "--output", str(out), "--gguf", "--threads", "1"]
-    )
-    assert result.exit_code == 1
-    assert "convert_hf_to_gguf.py" in result.output and "llama.cpp" in result.output
-    assert (out / "model.safetensors").is_file()
-
-
 def test_resume_continues_from_the_last_checkpoint(
     trained: Path, prepared: Path, sft_cli_args, tmp_path: Path
 ) -> None:
