@@ -36,6 +36,8 @@ def test_bad_compare_fails_before_any_model_is_loaded(queries_file: Path) -> Non
     )
     assert "EXIT 2 MODELING []" in done.stdout, done.stdout + done.stderr
     assert "--compare: model not found: /no/such/path" in done.stderr
+    done = _probe(["eval", "--model", "local/smollm2", "--queries", str(queries_file), "--rubric", "v9"])
+    assert "EXIT 2 MODELING []" in done.stdout and "v9" in done.stderr, done.stdout + done.stderr
 
 
 def test_every_bad_argument_is_reported_at_once(tmp_path: Path) -> None:
