@@ -20,7 +20,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -196,6 +196,56 @@ def sample_round(
     return [texts[i * n : (i + 1) * n] for i in range(len(queries))]
 
 
+def judge_round(
+    queries: list[Query], texts: list[list[str]], config: RFTRunConfig
+) -> tuple[dict[str, Any], list[tuple[Query, Sample]], list[dict[str, Any]]]:
+    """(the round's counts and means, the kept answers, the per-query ledger)."""
+    outcomes: Counter[str] = Counter()
+    gate_rules: Counter[str] = Counter()
+    kept: list[tuple[Query, Sample]] = []
+    best: list[float] = []
+    everything: list[float] = []
+    golds: list[float] = []
+    ledger = []
+    for query, answers in zip(queries, texts):
+        outcome, chosen, samples, gold = judge(query, answers, config)
+        outcomes[outcome] += 1
+        golds.append(gold)
+        everything.extend(s.percentage for s in samples)
+        passing = [s.percentage for s in samples if not s.gate]
+        if passing:
+            best.append(max(passing))
+        for s in samples:
+            gate_rules.update({quality.rule_of(r) for r in s.gate})
+        if chosen is not None:
+            kept.append((query, chosen))
+        ledger.append(
+            {
+                "query": query.query,
+                "outcome": outcome,
+                "gold_percentage": gold,
+                "kept": chosen.text if chosen else None,
+                "samples": [asdict(s) for s in samples],
+            }
+        )
+
+    def average(values: list[float]) -> float | None:
+        return round(mean(values), 2) if values else None
+
+    stats = {
+        "queries": len(queries),
+        "sampled": sum(len(a) for a in texts),
+        "kept": len(kept),
+        "outcomes": {k: outcomes[k] for k in OUTCOMES},
+        "mean_best_reward": average(best),
+        "mean_kept_reward": average([s.percentage for _, s in kept]),
+        "mean_sample_reward": average(everything),
+        "mean_gold_reward": average(golds),
+        "gate_failures": dict(gate_rules.most_common()),
+    }
+    return stats, kept, ledger
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     _write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
@@ -266,32 +316,7 @@ def run_rft(config: RFTRunConfig, log: Log = print) -> dict[str, Any]:
         start = time.monotonic()
         texts = sample_round(model, queries, fmt, config, seed)
         sample_seconds = time.monotonic() - start
-        outcomes: Counter[str] = Counter()
-        gate_rules: Counter[str] = Counter()
-        kept: list[tuple[Query, Sample]] = []
-        best_scores: list[float] = []
-        all_scores: list[float] = []
-        ledger = []
-        for query, answers in zip(queries, texts):
-            outcome, chosen, samples, gold = judge(query, answers, config)
-            outcomes[outcome] += 1
-            all_scores.extend(s.percentage for s in samples)
-            passing = [s.percentage for s in samples if not s.gate]
-            if passing:
-                best_scores.append(max(passing))
-            for s in samples:
-                gate_rules.update({quality.rule_of(r) for r in s.gate})
-            if chosen is not None:
-                kept.append((query, chosen))
-            ledger.append(
-                {
-                    "query": query.query,
-                    "outcome": outcome,
-                    "gold_percentage": gold,
-                    "kept": chosen.text if chosen else None,
-                    "samples": [s.__dict__ for s in samples],
-                }
-            )
+        stats, kept, ledger = judge_round(queries, texts, config)
         _write_jsonl(round_dir / "samples.jsonl", ledger)
         gold_rows = random.Random(seed).sample(rows, round(len(rows) * config.gold_fraction))
         data_dir = round_dir / "data"
@@ -299,16 +324,9 @@ def run_rft(config: RFTRunConfig, log: Log = print) -> dict[str, Any]:
         record: dict[str, Any] = {
             "round": number,
             "model": model,
-            "queries": len(queries),
-            "sampled": sum(len(a) for a in texts),
-            "kept": len(kept),
-            "outcomes": {k: outcomes[k] for k in OUTCOMES},
+            **stats,
             "gold_rows": len(gold_rows),
             "train_rows": n_train,
-            "mean_best_reward": round(mean(best_scores), 2) if best_scores else None,
-            "mean_kept_reward": round(mean(s.percentage for _, s in kept), 2) if kept else None,
-            "mean_sample_reward": round(mean(all_scores), 2) if all_scores else None,
-            "gate_failures": dict(gate_rules.most_common()),
             "sample_seconds": round(sample_seconds, 1),
         }
         log(

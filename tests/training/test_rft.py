@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from qmd_finetune.reward import score
 from qmd_finetune.training.cli import app
 from qmd_finetune.training.config import ConfigError, RFTRunConfig, load_config
-from qmd_finetune.training.rft import Query, judge
+from qmd_finetune.training.rft import Query, judge, judge_round
 
 QUERY = "docker compose networking"
 GOLD = (
@@ -92,6 +92,19 @@ def test_rft_require_beat_gold_keeps_only_answers_above_the_gold_target() -> Non
     config = _config(threshold=0, require_beat_gold=True)
     assert judge(_query(), [PLAIN], config)[0] == "not_above_gold"
     assert judge(_query(), [PLAIN], _config(threshold=0))[0] == "kept"
+
+
+def test_rft_round_counts_add_up() -> None:
+    queries = [_query(), _query("docker compose volumes"), _query("auth /only:lex")]
+    texts = [[GOLD, OFF_TOPIC], [OFF_TOPIC, OFF_TOPIC], ["lex: auth token session\nlex: login authentication", "no lines"]]
+    stats, kept, ledger = judge_round(queries, texts, _config(threshold=0))
+    assert stats["sampled"] == 6 and stats["queries"] == 3 == len(ledger)
+    assert sum(stats["outcomes"].values()) == 3 and stats["kept"] == len(kept) == stats["outcomes"]["kept"]
+    assert [row["outcome"] for row in ledger] == ["kept", "all_gate_failed", "kept"]
+    assert stats["gate_failures"]["lex_off_topic"] == 3
+    assert stats["mean_best_reward"] == round(
+        (score(QUERY, GOLD).percentage + ledger[2]["samples"][0]["percentage"]) / 2, 2
+    )
 
 
 @pytest.mark.slow
