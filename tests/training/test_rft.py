@@ -112,9 +112,9 @@ def test_rft_one_round_on_the_embedded_model(prepared: Path, tmp_path: Path) -> 
     out = tmp_path / "rft"
     args = [
         "rft", "--model", "local/smollm2", "--dataset", str(prepared), "--output_dir", str(out),
-        "--rounds", "1", "--max_queries", "3", "--samples_per_query", "2", "--max_new_tokens", "40",
+        "--rounds", "1", "--max_queries", "3", "--samples_per_query", "2", "--max_new_tokens", "24",
         "--batch_size", "6", "--threshold", "0", "--gold_fraction", "0.5", "--max_steps", "2",
-        "--per_device_train_batch_size", "2", "--max_length", "128", "--torch_num_threads", "1",
+        "--per_device_train_batch_size", "1", "--max_length", "96", "--torch_num_threads", "1",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
