@@ -139,6 +139,8 @@ class RFTRunConfig:
     per_device_train_batch_size: int | None = None
     gradient_accumulation_steps: int | None = None
     max_length: int | None = None
+    finetune: str | None = None
+    packing: bool | None = None
     device: str = "auto"
     precision: str = "auto"
     seed: int = 42

@@ -47,6 +47,8 @@ SFT_OVERRIDES = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "max_length",
+    "finetune",
+    "packing",
     "device",
     "precision",
     "seed",

@@ -96,7 +96,11 @@ def test_rft_require_beat_gold_keeps_only_answers_above_the_gold_target() -> Non
 
 def test_rft_round_counts_add_up() -> None:
     queries = [_query(), _query("docker compose volumes"), _query("auth /only:lex")]
-    texts = [[GOLD, OFF_TOPIC], [OFF_TOPIC, OFF_TOPIC], ["lex: auth token session\nlex: login authentication", "no lines"]]
+    texts = [
+        [GOLD, OFF_TOPIC],
+        [OFF_TOPIC, OFF_TOPIC],
+        ["lex: auth token session\nlex: login authentication", "no lines"],
+    ]
     stats, kept, ledger = judge_round(queries, texts, _config(threshold=0))
     assert stats["sampled"] == 6 and stats["queries"] == 3 == len(ledger)
     assert sum(stats["outcomes"].values()) == 3 and stats["kept"] == len(kept) == stats["outcomes"]["kept"]
