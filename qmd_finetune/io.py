@@ -863,7 +863,9 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     group = _GROUP.get()
     try:
-        with os.fdopen(fd, "wb" if "b" in mode else "w", encoding=None if "b" in mode else "utf-8") as handle:
+        # a lone surrogate that came in as a JSON escape goes out as one, not as an error
+        text_options = {"encoding": "utf-8", "errors": "backslashreplace"}
+        with os.fdopen(fd, "wb" if "b" in mode else "w", **({} if "b" in mode else text_options)) as handle:
             if "b" in mode:
                 yield handle
             else:

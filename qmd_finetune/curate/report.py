@@ -172,7 +172,7 @@ def _reject_example(row: dict[str, Any]) -> dict[str, Any]:
     try:
         record = json.loads(row["raw"]) if row.get("raw") else {}
         query = str(record.get("query") or "") if isinstance(record, dict) else ""
-    except ValueError:
+    except (ValueError, RecursionError):  # a ledger row's raw text is any line
         detail = (row.get("raw") or "")[:160]
     if row["reason"] != reason_kind(row["reason"]):
         detail = row["reason"] if not detail else f"{row['reason']}: {detail}"

@@ -55,7 +55,7 @@ def _rejected_row(source: str, line: int | None, stage: str, reason: str, raw: s
         try:
             parsed = json.loads(raw)
             record = parsed if isinstance(parsed, dict) else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # a ledger row's raw text is any line
             record = {}
     output = record.get("output")
     if not isinstance(output, list) or not all(isinstance(i, list) and len(i) == 2 for i in output):
@@ -96,7 +96,8 @@ def payload(kept: pl.DataFrame, rejected: pl.DataFrame | None, limit: int = MAX_
         },
     }
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return base64.b64encode(gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)).decode("ascii")
+    data = text.encode("utf-8", errors="backslashreplace")  # a lone surrogate stays a JSON escape
+    return base64.b64encode(gzip.compress(data, compresslevel=6, mtime=0)).decode("ascii")
 
 
 CSS = """
