@@ -188,3 +188,16 @@ def test_a_fifo_as_queries_file_is_refused_at_once(tmp_path, llm_server) -> None
     os.mkfifo(fifo)
     result = _expand("openai/m", llm_server, fifo, tmp_path / "out.jsonl")
     assert result.exit_code == 2 and "is a FIFO" in result.output
+
+
+def test_cache_on_a_full_disk_fails_in_one_line(
+    tmp_path, llm_server, queries_file, small_disk, fill_disk
+) -> None:
+    cache = small_disk / "cache.sqlite"
+    fill_disk(small_disk, 8 * 1024)
+    out = tmp_path / "out.jsonl"
+    result = _expand("openai/m", llm_server, queries_file, out, "--cache", str(cache))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "response cache failed (database or disk is full)" in errors[0], result.output
+    assert "Traceback" not in result.output
