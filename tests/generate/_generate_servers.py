@@ -153,8 +153,10 @@ class FakeLLMServer:
             self._send(h, 500, {"error": {"type": "api_error", "message": "boom"}})
             return
         if name in ("echo401", "echo500"):  # a careless proxy: the request headers in the error body
+            key = h.headers.get("Authorization") or h.headers.get("x-api-key")
             seen = {k: v for k, v in h.headers.items()}
-            self._send(h, int(name[4:]), {"error": {"type": "api_error", "message": f"rejected {seen}"}})
+            message = f"rejected credentials {key}; request headers {seen}"
+            self._send(h, int(name[4:]), {"error": {"type": "api_error", "message": message}})
             return
         if name == "slow":
             time.sleep(float(arg or 5))
