@@ -8,10 +8,11 @@ import typer
 from rich.console import Console
 
 from qmd_finetune.cli_options import rubric_option
+from qmd_finetune.redact import RedactedStream
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
+console = Console(file=RedactedStream())
+err = Console(file=RedactedStream("stderr"), soft_wrap=True)
 
 
 @app.callback()

@@ -1,0 +1,83 @@
+"""Secrets become *** wherever they would be written; ordinary text is left alone."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import polars as pl
+import pytest
+
+from qmd_finetune.io import atomic_write, empty_rejects, write_rejects
+from qmd_finetune.redact import RedactedStream, redact, redact_expr, redact_value, register_env
+
+LEAKS = [
+    ("Authorization: Bearer abcdefghijklmnop1234", "Authorization: Bearer ***"),
+    ('{"x-api-key": "sk-ant-api03-AAAAbbbbCCCCdddd"}', '{"x-api-key": "***"}'),
+    ("key sk-proj-0123456789abcdefXYZ in text", "key *** in text"),
+    ("token hf_abcdefghijklmnopqrstuvwxyz012", "token ***"),
+    ("api_key=hunter2hunter2", "api_key=***"),
+    ("aws AKIAABCDEFGHIJKLMNOP", "aws ***"),
+]
+ORDINARY = [
+    "basic sourdough recipes for beginners",
+    "bearer bonds explained",
+    "sk-learn tutorial",
+    "what is an api key and how do I rotate it",
+    "ghost stories for kids",
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LEAKS)
+def test_token_shapes_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    frame = pl.DataFrame({"t": [text]})
+    assert frame.select(redact_expr(pl.col("t"))).item() == expected
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_ordinary_text_is_untouched(text: str) -> None:
+    assert redact(text) == text
+    assert pl.DataFrame({"t": [text]}).select(redact_expr(pl.col("t"))).item() == text
+
+
+def test_values_of_key_variables_are_masked_whatever_their_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "plainvalue123")
+    monkeypatch.setenv("MY_CREDENTIAL", "anotherplainvalue")
+    assert redact("echo plainvalue123 and anotherplainvalue") == "echo *** and anotherplainvalue"
+    register_env("MY_CREDENTIAL")  # what --api-key-env MY_CREDENTIAL does
+    assert redact("echo plainvalue123 and anotherplainvalue") == "echo *** and ***"
+    assert redact_value({"a": ["x anotherplainvalue"], "n": 3}) == {"a": ["x ***"], "n": 3}
+
+
+def test_ledger_and_text_outputs_are_redacted(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVICE_TOKEN", "tok-9a8b7c6d5e")
+    rejects = pl.concat(
+        [
+            empty_rejects(),
+            pl.DataFrame(
+                {
+                    "source": ["a.jsonl"],
+                    "line": [1],
+                    "stage": ["request"],
+                    "reason": ["HTTP 401: tok-9a8b7c6d5e"],
+                    "path": [None],
+                    "raw": ["Bearer abcdefghijklmnop1234"],
+                },
+                schema=empty_rejects().schema,
+            ),
+        ]
+    )
+    write_rejects(rejects, tmp_path / "r.jsonl")
+    text = (tmp_path / "r.jsonl").read_text()
+    assert "tok-9a8b7c6d5e" not in text and "abcdefghijklmnop1234" not in text
+    with atomic_write(tmp_path / "summary.json") as handle:
+        handle.write('{"note": "tok-9a8b7c6d5e"}')
+    assert (tmp_path / "summary.json").read_text() == '{"note": "***"}'
+
+
+def test_console_stream_redacts_and_follows_sys_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", captured)
+    RedactedStream().write("Authorization: Bearer abcdefghijklmnop1234\n")
+    assert captured.getvalue() == "Authorization: Bearer ***\n"
