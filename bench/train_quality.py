@@ -10,8 +10,16 @@ the distinct-lex ratio (distinct lex lines / lex lines), the quality-gate pass r
 train and eval time. Prints points against base and raw measured in the same run; writes
 bench.json and bench.png into --out.
 
+With --retrieval, a seeded test split of the reference queries (retrieval.held_out_by_query)
+is held out of both training sets (every copy of a test query, and every row with a test
+record's hyde, is removed before curation),
+and each model also answers the test queries: recall@10 and MRR@10 of qmd-style hybrid search
+over the known-item collection built from them (docs/retrieval.md), next to the rubric on the
+same answers; the gold expansions are the upper bound row.
+
     .venv/bin/python bench/train_quality.py --steps 120 --out out/bench-train
     .venv/bin/python bench/train_quality.py --runs curated --set learning_rate=1e-3 --set lora_r=16
+    .venv/bin/python bench/train_quality.py --retrieval --retrieval-limit 300 --steps 120
 """
 
 from __future__ import annotations
@@ -123,6 +131,64 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def hold_out_test_split(inputs: list[Path], out: Path, fraction: float) -> tuple[list[Path], Any]:
+    """Training copies of ``inputs`` without any held-out query or hyde passage, and the
+    known-item collection of the held-out records (all other records are its distractors)."""
+    from qmd_finetune.training.retrieval import (
+        held_out_by_query,
+        hyde_text,
+        known_item_collection,
+        query_key,
+        read_records_strict,
+    )
+
+    records = read_records_strict(inputs)
+    held = held_out_by_query(records, fraction=fraction)
+    test_keys = {query_key(r.query) for r, h in zip(records, held) if h}
+    # A paraphrased query with a test record's hyde would teach the test answer: drop it too.
+    test_hydes = {hyde_text(r) for r, h in zip(records, held) if h} - {""}
+    (out / "train-inputs").mkdir(parents=True)
+    kept: list[Path] = []
+    for path in inputs:
+        target = out / "train-inputs" / path.name
+        rows = [
+            r
+            for r in read_records_strict([path])
+            if query_key(r.query) not in test_keys and hyde_text(r) not in test_hydes
+        ]
+        target.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rows), "utf-8")
+        kept.append(target)
+    return kept, known_item_collection(records, held, name="reference test split")
+
+
+def retrieval_eval(name: str, model: str, collection: Any, args: Any, out: Path) -> dict[str, Any]:
+    """The model's answers to the test queries: retrieval metrics and the rubric on the same answers."""
+    from qmd_finetune.training.retrieval import evaluate_model
+
+    report = evaluate_model(model, collection, 8, args.max_new_tokens, decoding=args.decoding)
+    (out / f"retrieval-{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    retrieval = report["retrieval"]
+    return {
+        "metrics": retrieval["metrics"],
+        "rubric_v1": answer_metrics(report["results"])["mean"]["v1"],
+        "search_seconds": retrieval["search_seconds"],
+    }
+
+
+def print_retrieval(collection: Any, rows: dict[str, dict[str, Any]]) -> None:
+    """recall@10 / MRR@10 per list family and model, and the rubric on the same answers."""
+    lists = ("query", "lex", "vec", "hyde", "hybrid")
+    print(
+        f"\nretrieval, held-out test split: {len(collection.query_ids)} queries over "
+        f"{len(collection.doc_ids)} documents; recall@10 / MRR@10 (query = the raw query alone)"
+    )
+    print(f"{'model':8}" + "".join(f"{name:>14}" for name in lists) + f"{'v1 % (test)':>12}")
+    for name, row in rows.items():
+        cells = [f"{row['metrics'][n]['recall@10']:.3f}/{row['metrics'][n]['mrr@10']:.3f}" for n in lists]
+        rubric = "" if row["rubric_v1"] is None else f"{row['rubric_v1']:.1f}"
+        print(f"{name:8}" + "".join(f"{c:>14}" for c in cells) + f"{rubric:>12}")
+
+
 def parse_sets(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -151,6 +217,9 @@ def main() -> None:
     parser.add_argument("--curate-args", default="", help="extra `curate balance` flags, one string")
     parser.add_argument("--only-variants", action="store_true", help="train prepare --only-variants")
     parser.add_argument("--runs", default="base,raw,curated", help="comma list of base, raw, curated")
+    parser.add_argument("--retrieval", action="store_true", help="hold out a test split; retrieval eval")
+    parser.add_argument("--retrieval-fraction", type=float, default=0.1, help="share of queries held out")
+    parser.add_argument("--retrieval-limit", type=int, default=None, help="only the first N test queries")
     args = parser.parse_args()
 
     import torch
@@ -180,6 +249,11 @@ def main() -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.monotonic()
+    collection = None
+    if args.retrieval:
+        inputs, collection = hold_out_test_split(inputs, out, args.retrieval_fraction)
+        collection = collection.limit(args.retrieval_limit)
+        print(f"retrieval: {collection.counts}", flush=True)
     sources: dict[str, list[Path]] = {"raw": inputs}
     if "curated" in runs:
         curate(inputs, out / "curated.jsonl", args.curate_args.split())
@@ -211,6 +285,18 @@ def main() -> None:
         results.setdefault(name, {}).update(metrics)
         m = metrics["mean"]
         print(f"eval {name}: v1 {m['v1']:.1f}%  v2 {m['v2']:.1f}%  ({metrics['eval_seconds']}s)", flush=True)
+        if collection is not None:
+            results[name]["retrieval"] = retrieval_eval(name, model, collection, args, out)
+
+    if collection is not None:
+        from qmd_finetune.training.retrieval import evaluate_answers
+
+        gold = evaluate_answers(collection, [collection.gold[q] for q in collection.query_ids])
+        results_gold = {
+            "metrics": gold["metrics"],
+            "rubric_v1": None,
+            "search_seconds": gold["search_seconds"],
+        }
 
     if "base" in runs:
         run_eval("base", "local/smollm2")
@@ -262,6 +348,8 @@ def main() -> None:
             c = results[name]["categories"].get(cat)
             cells.append(f"{c['v1']:6.1f}/{c['v2']:5.1f}" if c else "")
         print(f"{cat:24}" + "".join(f"{cell:>14}" for cell in cells))
+    if collection is not None:
+        print_retrieval(collection, {"gold": results_gold, **{n: results[n]["retrieval"] for n in runs}})
     print(f"total wall time {time.monotonic() - started:.0f}s; load {os.getloadavg()[0]:.2f}")
     summary = {
         "recipe": recipe,
@@ -271,6 +359,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "prepare": prep,
         "results": results,
+        "retrieval_gold": results_gold if collection is not None else None,
     }
     (out / "bench.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     chart(results, out / "bench.png")

@@ -203,12 +203,17 @@ def query_key(query: str) -> str:
     return " ".join(only_mode(query)[0].lower().split())
 
 
+def hyde_text(record: Record) -> str:
+    """The record's hyde passage(s), one per line; '' without a hyde."""
+    return "\n".join(t.strip() for k, t in record.output if k == "hyde" and t.strip())
+
+
 def passage(record: Record) -> str:
     """The record's document text: its hyde passage(s), then its vec lines; '' without a hyde."""
-    hydes = [t.strip() for k, t in record.output if k == "hyde" and t.strip()]
-    if not hydes:
+    hyde = hyde_text(record)
+    if not hyde:
         return ""
-    return "\n".join(hydes + [t.strip() for k, t in record.output if k == "vec" and t.strip()])
+    return "\n".join([hyde] + [t.strip() for k, t in record.output if k == "vec" and t.strip()])
 
 
 def known_item_collection(
@@ -219,8 +224,9 @@ def known_item_collection(
 
     Records without a hyde line give no document. Held-out records with an only-mode query,
     or repeating a held-out query, ask nothing new and are skipped. A distractor with the
-    query of a held-out record (the same question answered twice) or a passage already in
-    the corpus is dropped, so a query has exactly one right answer. All of it is counted.
+    query of a held-out record (the same question answered twice) or a hyde passage already
+    in the corpus (the same answer to a paraphrased question) is dropped, so a query has
+    exactly one right answer. All of it is counted.
     """
     counts = dict.fromkeys(
         (
@@ -236,7 +242,7 @@ def known_item_collection(
     counts["records"] = len(records)
     doc_ids: list[str] = []
     doc_texts: list[str] = []
-    texts_seen: set[str] = set()
+    hydes_seen: set[str] = set()
     query_ids: list[str] = []
     queries: list[str] = []
     qrels: dict[str, set[str]] = {}
@@ -262,10 +268,10 @@ def known_item_collection(
         elif key in held_keys:
             counts["distractor_same_query"] += 1
             continue
-        if text in texts_seen:
+        if hyde_text(record) in hydes_seen:
             counts["duplicate_passage"] += 1
             continue
-        texts_seen.add(text)
+        hydes_seen.add(hyde_text(record))
         rid = f"r{i}"
         doc_ids.append(rid)
         doc_texts.append(text)
@@ -370,7 +376,7 @@ def default_cache_dir() -> Path:
 
 
 class Searcher:
-    """BM25 and dense indexes over one corpus; ``search`` answers many texts at once."""
+    """BM25 and dense indexes over one corpus; ``search_bm25``/``search_dense`` rank many texts at once."""
 
     def __init__(
         self, doc_texts: Sequence[str], cache_dir: str | Path | None = None, model_path: str | None = None

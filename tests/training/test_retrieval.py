@@ -127,7 +127,9 @@ def test_known_item_collection_holds_out_records_and_drops_ambiguous_distractors
         rec("bake bread /only:hyde", "Only-mode passage."),  # 2 held out, only-mode -> skipped
         rec("how to  BAKE bread", "Another bread answer."),  # 3 distractor, same query as r0 -> dropped
         rec("jupiter size", "Jupiter is the largest planet."),  # 4 distractor -> doc r4
-        rec("jupiter facts", "Jupiter is the largest planet."),  # 5 distractor, same passage as r4 -> dropped
+        rec(
+            "jupiter facts", "Jupiter is the largest planet.", vec="other"
+        ),  # 5 distractor, r4's hyde -> dropped
     ]
     held = [True, True, True, False, False, False]
     collection = rt.known_item_collection(records, held)
