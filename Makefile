@@ -47,6 +47,7 @@ bench: install
 	$(PY) bench/curate_pipeline.py
 	$(PY) bench/generate_runner.py
 	$(PY) bench/train_quality.py
+	$(PY) bench/retrieval_eval.py
 
 clean:
 	rm -rf out .pytest_cache
