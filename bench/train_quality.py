@@ -291,10 +291,12 @@ def main() -> None:
     if collection is not None:
         from qmd_finetune.training.retrieval import evaluate_answers
 
-        gold = evaluate_answers(collection, [collection.gold[q] for q in collection.query_ids])
+        gold_answers = [collection.gold[q] for q in collection.query_ids]
+        gold = evaluate_answers(collection, gold_answers)
+        rows = [{"query": q, "output": a, "category": "-"} for q, a in zip(collection.queries, gold_answers)]
         results_gold = {
             "metrics": gold["metrics"],
-            "rubric_v1": None,
+            "rubric_v1": answer_metrics(rows)["mean"]["v1"],
             "search_seconds": gold["search_seconds"],
         }
 
