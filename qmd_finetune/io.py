@@ -301,8 +301,8 @@ def _iter_chunks(path: Path) -> Iterator[bytes | str]:
             yield "gzip data ends early (truncated file)"
 
 
-def _iter_blocks(path: Path) -> Iterator[tuple[int, list[bytes], bytes] | _Overlong | _Broken]:
-    """Yield (first line number, lines, their bytes) in blocks of about 32 MB; line numbers are
+def _iter_blocks(path: Path) -> Iterator[tuple[int, list[bytes]] | _Overlong | _Broken]:
+    """Yield (first line number, lines) in blocks of about 32 MB; line numbers are
     1-based. Over-long lines and an early end of the data come as their own events."""
     line_no = 1
     rest = b""
@@ -313,7 +313,7 @@ def _iter_blocks(path: Path) -> Iterator[tuple[int, list[bytes], bytes] | _Overl
                 yield overlong
                 line_no += 1
             elif rest:
-                yield line_no, [rest], rest
+                yield line_no, [rest]
                 line_no += 1
             lost = f"the rows after line {line_no - 1} are lost" if line_no > 1 else "no row could be read"
             yield _Broken(line_no, f"{chunk}: {lost}")
@@ -336,15 +336,14 @@ def _iter_blocks(path: Path) -> Iterator[tuple[int, list[bytes], bytes] | _Overl
             else:
                 rest = chunk
             continue
-        body = chunk[:cut]
-        lines = body.split(b"\n")
+        lines = chunk[:cut].split(b"\n")
         rest = chunk[cut + 1 :]
-        yield line_no, lines, body
+        yield line_no, lines
         line_no += len(lines)
     if overlong is not None:
         yield overlong
     elif rest:
-        yield line_no, [rest], rest
+        yield line_no, [rest]
 
 
 def _read_jsonl(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -372,30 +371,16 @@ def _read_jsonl(path: Path, counts: FileCounts, stage: str) -> tuple[pl.DataFram
     return frame, _rejects_from_rows(sorted(reject_rows, key=lambda r: r[1] or 0))
 
 
-def _many_openers(body: bytes) -> set[int]:
-    """Indices of the lines of ``body`` with more than MAX_DEPTH ``[``/``{``: only they can nest
-    too deep, and they go to the careful path (pyarrow crashes on very deep nesting)."""
-    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
-        return set()
-    data = np.frombuffer(body, dtype=np.uint8)
-    starts = np.concatenate(([0], np.flatnonzero(data == 10) + 1))
-    starts = starts[starts < data.size]
-    counts = np.add.reduceat((data == 91) | (data == 123), starts, dtype=np.int64)
-    return set(np.flatnonzero(counts > MAX_DEPTH).tolist())
-
-
 def _read_block(
     source: str,
     start: int,
     lines: list[bytes],
-    body: bytes,
     frames: list[pl.DataFrame],
     slow_rows: list[tuple],
     reject_rows: list[tuple],
     notes: Counter[str],
     stage: str,
 ) -> None:
-    careful = _many_openers(body)
     bulk: list[int] = []
     for i, line in enumerate(lines):
         if line.endswith(b"\r"):
@@ -407,7 +392,8 @@ def _read_block(
             and line[:1] == b"{"
             and line.rstrip().endswith(b"}")
             and (_FAST_MARKERS[0] in line or _FAST_MARKERS[1] in line)
-            and i not in careful
+            # only a line with this many brackets can nest too deep (pyarrow crashes on those)
+            and line.count(b"[") + line.count(b"{") <= MAX_DEPTH
         ):
             bulk.append(i)
         else:
