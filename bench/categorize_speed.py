@@ -1,7 +1,8 @@
-"""Categorize speed: the embedding method against the keyword method, measured in one run.
+"""Categorize speed: keywords, fast (static vectors), cascade and embedding (full model), measured in one run.
 
-Reads the qmd reference records, normalizes them and categorizes every row with
-``recategorize=True`` (so every row needs a category), first by keywords, then by meaning.
+Reads the qmd reference records plus the evaluation set's queries, normalizes them and
+categorizes every row with ``recategorize=True`` (so every row needs a category) with each
+method; ratios are printed against keywords and against the full model of the same run.
 The model and the seed embeddings are loaded before the clock starts ("after the model
 loads"); the load time is printed on its own. Distinct queries are what the encoder sees
 (identical queries are classified once), so both the row rate and the distinct-query rate
@@ -26,10 +27,10 @@ from pathlib import Path
 import polars as pl
 
 from qmd_finetune.curate import categorize, normalize
-from qmd_finetune.curate.encoder import load_encoder
 from qmd_finetune.io import read_records
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qmd-reference"
+DEFAULT_EVAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "category_eval.tsv"
 
 
 CPU_SECONDS: list[float] = []
@@ -46,6 +47,9 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory of *.jsonl records")
+    parser.add_argument(
+        "--eval", type=Path, default=DEFAULT_EVAL, help="labelled TSV whose queries are added to the rows"
+    )
     parser.add_argument("--rows", type=int, default=0, help="use only the first N rows (0: all)")
     args = parser.parse_args(argv)
     files = sorted(args.data.glob("*.jsonl"))
@@ -55,32 +59,46 @@ def main(argv: list[str] | None = None) -> int:
     frame = normalize.run(read_records(files).frame).kept
     if args.rows:
         frame = frame.head(args.rows)
+    if args.eval is not None:
+        from qmd_finetune.curate.category_eval import read_labelled
+
+        labelled = pl.DataFrame({"query": [q for q, _ in read_labelled(args.eval)]})
+        labelled = labelled.with_columns(pl.lit([], pl.List(pl.List(pl.Utf8))).alias("output"))
+        frame = pl.concat([frame, labelled], how="diagonal_relaxed")
     base = frame["query"].str.replace(r"(?i)\s+/only:(lex|vec|hyde)\s*$", "").str.strip_chars()
     distinct = base.unique().to_list()
 
-    load_s, _ = timed(lambda: categorize.classifier("embedding"))
-    keyword_s, _ = timed(categorize.run, frame, recategorize=True, method="keywords")
-    embedding_s, result = timed(categorize.run, frame, recategorize=True, method="embedding")
-    encode_s, _ = timed(load_encoder().encode, distinct)
+    from qmd_finetune.curate.static_encoder import load_static_encoder
 
+    load_s, _ = timed(lambda: [categorize.classifier(m) for m in ("embedding", "cascade")])
+    static_s, _ = timed(load_static_encoder)
     rows, unique = frame.height, len(distinct)
     print(f"rows {rows:,}, distinct queries {unique:,} ({len(files)} files)")
-    print(f"model + seed embeddings load: {load_s:.2f} s (once per process)")
+    print(f"model, static table and seed embeddings load: {load_s + static_s:.2f} s (once per process)")
+    results = {}
+    for method in ("keywords", "fast", "cascade", "embedding"):
+        wall, result = timed(categorize.run, frame, recategorize=True, method=method)
+        results[method] = (wall, CPU_SECONDS[-1], result)
     print(
-        f"keywords : {keyword_s:7.2f} s  {rows / keyword_s:10,.0f} rows/s  {unique / keyword_s:10,.0f} queries/s"
+        "| method | wall s | distinct queries/s | CPU s | distinct queries per CPU-second | full-model share |"
     )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for method, (wall, cpu, result) in results.items():
+        fast = result.counts.get("by_static_vectors", 0)
+        share = "-" if method == "keywords" else f"{1 - fast / rows:.2f}"
+        print(f"| {method} | {wall:.2f} | {unique / wall:,.0f} | {cpu:.2f} | {unique / cpu:,.0f} | {share} |")
+    for method in ("fast", "cascade", "embedding"):
+        wall, cpu, _ = results[method]
+        print(
+            f"{method}: time x{wall / results['keywords'][0]:.1f} of keywords (CPU x{cpu / results['keywords'][1]:.1f}), "
+            f"x{wall / results['embedding'][0]:.2f} of the full model (CPU x{cpu / results['embedding'][1]:.2f})"
+        )
+    encode_s, _ = timed(load_static_encoder().encode, distinct)
     print(
-        f"embedding: {embedding_s:7.2f} s  {rows / embedding_s:10,.0f} rows/s  "
-        f"{unique / embedding_s:10,.0f} queries/s"
+        f"static encoder alone: {unique / encode_s:,.0f} queries/s ({unique / CPU_SECONDS[-1]:,.0f} per CPU-second)"
     )
-    print(f"encoder only: {unique / encode_s:,.0f} queries/s")
-    embedding_cpu = CPU_SECONDS[2]
-    print(
-        f"embedding CPU time: {embedding_cpu:.2f} s = {unique / embedding_cpu:,.0f} distinct queries per CPU-second "
-        f"(what {os.cpu_count()} idle cores would give at most: {os.cpu_count() * unique / embedding_cpu:,.0f}/s)"
-    )
-    print(f"ratio embedding/keywords time: {embedding_s / keyword_s:.1f}x")
-    print(f"tie-breaks by keyword: {result.counts['keyword_tiebreaks']:,}")
+    result = results["embedding"][2]
+    print(f"tie-breaks by keyword (embedding): {result.counts['keyword_tiebreaks']:,}")
     load = os.getloadavg()
     print(f"load average (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     categories = result.kept.group_by("category").len().sort("len", descending=True)

@@ -27,7 +27,9 @@ Options (keyword, typed):
 - ``taxonomy: str | Path | Taxonomy | None = None`` taxonomy file (default ``data/taxonomy.yaml``).
 - ``recategorize: bool = False`` assign every row, ignoring existing categories.
 - ``use_output: bool = True`` fall back to the lex/vec lines when the query gives no category.
-- ``method: str = "embedding"`` ``embedding`` or ``keywords``.
+- ``method: str = "embedding"`` ``embedding`` (the full model), ``cascade`` (static token
+  vectors, the full model only for rows whose static margin is under the seed file's
+  ``cascade_margin``), ``fast`` (static token vectors only) or ``keywords``.
 - ``seeds: str | Path | None = None`` seed file (default ``data/category_seeds.yaml``).
 - ``min_similarity: float | None = None`` override the seed file's ``min_similarity``.
 """
@@ -195,7 +197,7 @@ def _assign(texts: pl.Series, taxonomy: Taxonomy) -> pl.DataFrame:
     )
 
 
-METHODS = ("embedding", "keywords")
+METHODS = ("embedding", "cascade", "fast", "keywords")
 TIE_MARKER = "breaks a near tie"
 Classifier = Callable[[pl.Series], pl.DataFrame]
 """Distinct texts -> frame ``t``, ``category`` (null: none found), ``reason``, ``weak``
@@ -230,6 +232,7 @@ class Seeds:
     neighbors: int
     tie_margin: float
     min_similarity: float
+    cascade_margin: float = 0.03
 
     def digest(self, model: str) -> str:
         """Names these seed texts under one model: the key of the seed-embedding cache."""
@@ -273,6 +276,7 @@ def load_seeds(path: str | Path | None = None, taxonomy: Taxonomy | None = None)
         neighbors=neighbors,
         tie_margin=float(settings.get("tie_margin", 0.0)),
         min_similarity=float(settings.get("min_similarity", 0.0)),
+        cascade_margin=float(settings.get("cascade_margin", 0.03)),
     )
 
 
@@ -323,23 +327,54 @@ def _examples(similarity: np.ndarray, seeds: Seeds, category: int, count: int = 
     return ", ".join(f"'{seeds.texts[j]}' {similarity[j]:.2f}" for j in best)
 
 
-def _embedding_classifier(tax: Taxonomy, seeds: Seeds, min_similarity: float | None) -> Classifier:
+def margins(scores: np.ndarray) -> np.ndarray:
+    """Best minus second-best category score per row (how sure the row is)."""
+    if scores.shape[1] < 2:
+        return np.full(scores.shape[0], np.inf, dtype=np.float32)
+    top2 = np.partition(scores, scores.shape[1] - 2, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+FAST_MARKER = "static vectors"
+
+
+def _embedding_classifier(
+    tax: Taxonomy, seeds: Seeds, min_similarity: float | None, method: str = "embedding"
+) -> Classifier:
+    """``embedding``: the full model; ``fast``: static token vectors; ``cascade``: fast, then the
+    full model for rows whose fast margin is under ``seeds.cascade_margin``."""
+    from qmd_finetune.curate.static_encoder import load_static_encoder
+
     encoder = load_encoder()
-    seed_matrix = seed_vectors(seeds, encoder)
+    full_seeds = seed_vectors(seeds, encoder) if method != "fast" else None
+    static = load_static_encoder() if method != "embedding" else None
+    fast_seeds = static.encode(seeds.texts) if static is not None else None
     floor = seeds.min_similarity if min_similarity is None else float(min_similarity)
     index_of = {name: i for i, name in enumerate(seeds.categories)}
+
+    def similarities(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Seed similarities per value and whether they come from the full model."""
+        if static is None:
+            return encoder.encode(values) @ full_seeds.T, np.ones(len(values), dtype=bool)
+        similarity = static.encode(values) @ fast_seeds.T
+        full = np.zeros(len(values), dtype=bool)
+        if full_seeds is not None:
+            redo = np.flatnonzero(margins(category_scores(similarity, seeds)) < seeds.cascade_margin)
+            if len(redo):
+                similarity[redo] = encoder.encode([values[i] for i in redo]) @ full_seeds.T
+                full[redo] = True
+        return similarity, full
 
     def classify(texts: pl.Series, chunk: int = 4096) -> pl.DataFrame:
         values = texts.to_list()
         keyword = _assign(texts, tax)
         keyword_category = keyword["category"].to_list()
         keyword_matched = keyword["matched"].to_list()
-        vectors = encoder.encode(values)
         categories: list[str] = []
         reasons: list[str] = []
         weak: list[bool] = []
         for start in range(0, len(values), chunk):
-            similarity = vectors[start : start + chunk] @ seed_matrix.T
+            similarity, full = similarities(values[start : start + chunk])
             scores = category_scores(similarity, seeds)
             order = np.argsort(-scores, axis=1, kind="stable")
             for i in range(similarity.shape[0]):
@@ -356,11 +391,14 @@ def _embedding_classifier(tax: Taxonomy, seeds: Seeds, min_similarity: float | N
                     chosen = index_of[tie]
                 name = seeds.categories[chosen]
                 nearest = _examples(similarity[i], seeds, chosen)
-                under = f", under min_similarity {floor:.2f}" if top < floor else ""
+                # The floor is on the full model's scale; a static-vector decision was sure enough.
+                is_weak = bool(full[i]) and top < floor
+                under = f", under min_similarity {floor:.2f}" if is_weak else ""
+                via = "" if full[i] else f" ({FAST_MARKER})"
                 if chosen != best:
                     reasons.append(
                         f"{keyword_matched[row]} {TIE_MARKER} ({name} {scores[i, chosen]:.2f}, "
-                        f"{seeds.categories[best]} {top:.2f}{under}); nearest {name} examples {nearest} -> {name}"
+                        f"{seeds.categories[best]} {top:.2f}{under}); nearest {name} examples{via} {nearest} -> {name}"
                     )
                 else:
                     runner = ""
@@ -368,10 +406,10 @@ def _embedding_classifier(tax: Taxonomy, seeds: Seeds, min_similarity: float | N
                         second = int(order[i, 1])
                         runner = f"; next {seeds.categories[second]} {scores[i, second]:.2f}"
                     reasons.append(
-                        f"nearest {name} examples {nearest} (score {top:.2f}{under}{runner}) -> {name}"
+                        f"nearest {name} examples{via} {nearest} (score {top:.2f}{under}{runner}) -> {name}"
                     )
                 categories.append(name)
-                weak.append(top < floor)
+                weak.append(is_weak)
         return pl.DataFrame(
             {"t": texts, "category": categories, "reason": reasons, "weak": weak},
             schema={"t": pl.Utf8, "category": pl.Utf8, "reason": pl.Utf8, "weak": pl.Boolean},
@@ -390,10 +428,10 @@ def classifier(
     tax = taxonomy or load_taxonomy()
     if method == "keywords":
         return _keyword_classifier(tax)
-    if method != "embedding":
+    if method not in METHODS:
         raise ValueError(f"unknown categorize method {method!r} (known: {', '.join(METHODS)})")
     seed_set = seeds if isinstance(seeds, Seeds) else load_seeds(seeds, tax)
-    return _embedding_classifier(tax, seed_set, min_similarity)
+    return _embedding_classifier(tax, seed_set, min_similarity, method)
 
 
 def nearest_examples(
@@ -604,6 +642,7 @@ def run(
         "assigned_from_output": int(from_output.sum()),
         "assigned_default": int(no_match.sum()),
         "keyword_tiebreaks": int(final_reason.str.contains(TIE_MARKER, literal=True).fill_null(False).sum()),
+        "by_static_vectors": int(final_reason.str.contains(FAST_MARKER, literal=True).fill_null(False).sum()),
     }
     facet_counts = (
         kept.select(pl.col(FACETS).explode().drop_nulls().value_counts(sort=True)).to_series().to_list()
@@ -656,7 +695,7 @@ def explain(
         "reason": row[REASON_COLUMN],
         "facets": row[FACETS],
     }
-    if options.get("method", "embedding") == "embedding":
+    if options.get("method", "embedding") != "keywords":
         base = re.sub(_ONLY_SUFFIX.replace("(?i)", ""), "", query, flags=re.IGNORECASE).strip()
         tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
         explained["neighbors"] = nearest_examples(base, options.get("seeds"), tax)

@@ -123,3 +123,52 @@ def leave_one_out(
         "accuracy": grid,
         "best_score_percentiles": {str(p): round(float(np.percentile(own, p)), 3) for p in (1, 2, 5)},
     }
+
+
+def cascade_leave_one_out(
+    seeds: categorize.Seeds | None = None, margins: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05)
+) -> dict[str, Any]:
+    """Per ``cascade_margin``: seed leave-one-out accuracy and the share re-encoded by the full model.
+
+    Each seed is classified by the others with static vectors; those whose static margin is
+    under the candidate go to the full model (classified by the others' full vectors).
+    Margin 0 is the static path alone. This is how ``cascade_margin`` is chosen.
+    """
+    import numpy as np
+
+    from qmd_finetune.curate.static_encoder import load_static_encoder
+
+    tax = categorize.load_taxonomy()
+    seed_set = seeds or categorize.load_seeds(taxonomy=tax)
+    keyword = categorize._assign(pl.Series(seed_set.texts), tax)["category"].to_list()
+    keyword_index = np.array(
+        [seed_set.categories.index(k) if k in seed_set.categories else -1 for k in keyword]
+    )
+    rows = np.arange(len(seed_set.texts))
+
+    def decide(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        similarity = vectors @ vectors.T
+        np.fill_diagonal(similarity, -np.inf)
+        scores = categorize.category_scores(similarity, seed_set)
+        best = scores.argmax(axis=1)
+        top = scores[rows, best]
+        near = (keyword_index >= 0) & (
+            scores[rows, np.maximum(keyword_index, 0)] >= top - seed_set.tie_margin
+        )
+        best[near] = keyword_index[near]
+        return best, categorize.margins(scores)
+
+    fast, margin = decide(load_static_encoder().encode(seed_set.texts))
+    full, _ = decide(categorize.seed_vectors(seed_set, categorize.load_encoder()))
+    result: dict[str, Any] = {
+        "seeds": len(seed_set.texts),
+        "full_model": round(float(np.mean(full == seed_set.labels)), 4),
+    }
+    for candidate in margins:
+        redo = margin < candidate
+        chosen = np.where(redo, full, fast)
+        result[f"cascade_margin={candidate}"] = {
+            "accuracy": round(float(np.mean(chosen == seed_set.labels)), 4),
+            "full_model_share": round(float(np.mean(redo)), 4),
+        }
+    return result

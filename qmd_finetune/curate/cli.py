@@ -347,7 +347,10 @@ def categorize(
         True, help="Let the lex/vec lines decide when the query gives no (or only a weak) category."
     ),
     method: str = typer.Option(
-        "embedding", "--method", help="embedding (MiniLM + seed queries) or keywords."
+        "embedding",
+        "--method",
+        help="embedding (MiniLM + seed queries), cascade (static token vectors, MiniLM for unsure rows), "
+        "fast (static token vectors only) or keywords.",
     ),
     seeds: Path | None = typer.Option(
         None, "--seeds", help="Seed queries YAML (default: data/category_seeds.yaml)."

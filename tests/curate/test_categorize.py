@@ -279,3 +279,44 @@ def test_unknown_seed_category_or_method_fails_clearly(tmp_path):
         categorize.load_seeds(path)
     with pytest.raises(ValueError, match="unknown categorize method 'magic'"):
         run([rec("x")], method="magic")
+
+
+def test_fast_method_uses_static_vectors_and_says_so():
+    result = categorize.run(records_to_frame([rec("sourdough starter feeding")]), method="fast")
+    row = result.kept.row(0, named=True)
+    assert row["category"] == "food_cooking"
+    assert f"examples ({categorize.FAST_MARKER}) '" in row["category_reason"]
+    assert result.counts["by_static_vectors"] == 1
+
+
+def test_cascade_sends_only_low_margin_rows_to_the_full_model(tmp_path):
+    queries = [rec("sourdough starter feeding"), rec("tmux split pane shortcut"), rec("mozart childhood")]
+    never = categorize.run(
+        records_to_frame(queries), method="cascade", seeds=write_seeds(tmp_path, cascade_margin=0.0)
+    )
+    assert never.counts["by_static_vectors"] == 3
+    always = categorize.run(
+        records_to_frame(queries), method="cascade", seeds=write_seeds(tmp_path, cascade_margin=9.0)
+    )
+    assert always.counts["by_static_vectors"] == 0
+    full = categorize.run(records_to_frame(queries), method="embedding")
+    assert always.kept["category_reason"].to_list() == full.kept["category_reason"].to_list()
+
+
+def test_static_vector_of_a_text_does_not_depend_on_its_batch():
+    from qmd_finetune.curate.static_encoder import load_static_encoder
+
+    static = load_static_encoder()
+    alone = static.encode(["vim delete all lines"])
+    batched = static.encode(["a much longer query about kubernetes ingress tls", "vim delete all lines", ""])
+    assert np.array_equal(alone[0], batched[1])
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_static_table_is_cached_on_disk_by_model_and_method():
+    from qmd_finetune.curate import static_encoder
+
+    static = static_encoder.load_static_encoder()
+    path = static_encoder.table_path(categorize.load_encoder())
+    assert static_encoder.METHOD in path.name and static.identity in path.name
+    assert np.array_equal(np.load(path), static.table)

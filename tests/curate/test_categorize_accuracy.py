@@ -28,7 +28,7 @@ def test_eval_set_is_large_covers_every_category_and_is_disjoint_from_the_seeds(
 
 
 def test_embedding_reaches_85_percent_and_beats_keywords():
-    results = category_eval.evaluate(EVAL)
+    results = category_eval.evaluate(EVAL, methods=("embedding", "keywords"))
     embedding, keywords = results["embedding"]["accuracy"], results["keywords"]["accuracy"]
     assert embedding >= 0.85, results["embedding"]["errors"]
     assert embedding > keywords
@@ -63,3 +63,18 @@ def test_leave_one_out_reports_every_setting():
     result = category_eval.leave_one_out(neighbors=(1, 7), tie_margins=(0.0,))
     assert set(result["accuracy"]) == {"neighbors=1 tie_margin=0.0", "neighbors=7 tie_margin=0.0"}
     assert result["accuracy"]["neighbors=7 tie_margin=0.0"] > result["accuracy"]["neighbors=1 tie_margin=0.0"]
+
+
+def test_cascade_keeps_85_percent_and_static_vectors_alone_do_not():
+    results = category_eval.evaluate(EVAL, methods=("cascade", "fast"))
+    assert results["cascade"]["accuracy"] >= 0.85, results["cascade"]["errors"]
+    assert results["fast"]["accuracy"] < results["cascade"]["accuracy"]
+
+
+def test_cascade_margin_is_chosen_on_the_seeds():
+    result = category_eval.cascade_leave_one_out(margins=(0.0, 0.03))
+    assert result["cascade_margin=0.0"]["full_model_share"] == 0.0
+    chosen = result["cascade_margin=0.03"]
+    assert 0 < chosen["full_model_share"] < 1
+    assert chosen["accuracy"] > result["cascade_margin=0.0"]["accuracy"]
+    assert chosen["accuracy"] >= result["full_model"] - 0.015
