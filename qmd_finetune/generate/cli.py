@@ -240,6 +240,11 @@ def expand(
     console.print(table)
     if note := served_note(model):
         console.print(f"note: {note}", highlight=False)
+    if result.stale_lock_pid is not None:
+        console.print(
+            f"took over the output's lock from a run that is gone (PID {result.stale_lock_pid})",
+            soft_wrap=True,
+        )
     if result.repaired_bytes:
         console.print(
             f"repaired a partial trailing line ({result.repaired_bytes} bytes) from an interrupted run"

@@ -92,6 +92,8 @@ class ExpandResult:
     kept: int
     rejected_by_stage: dict[str, int]
     repaired_bytes: int
+    stale_lock_pid: int | None = None
+    """The PID of a killed run whose lock on the output this run took over."""
 
 
 def read_queries(path: Path) -> list[QueryItem]:
@@ -248,10 +250,12 @@ async def run_expand_async(cfg: ExpandConfig) -> ExpandResult:
     """One run per output and per response cache at a time: a second run refuses at once
     (it would pay for every request again and write each record twice)."""
     with contextlib.ExitStack() as locks:
-        locks.enter_context(hold(cfg.output))
+        lock = locks.enter_context(hold(cfg.output))
         if cfg.use_cache:
             locks.enter_context(hold(cfg.resolved_cache_path, "the response cache"))
-        return await _run_expand(cfg)
+        result = await _run_expand(cfg)
+        result.stale_lock_pid = lock.stale_pid
+        return result
 
 
 async def _run_expand(cfg: ExpandConfig) -> ExpandResult:

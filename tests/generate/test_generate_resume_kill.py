@@ -48,6 +48,7 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path: Path,
         resumed = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert "repaired a partial trailing line" in resumed.stdout
+        assert f"took over the output's lock from a run that is gone (PID {proc.pid})" in resumed.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     rejects = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
     kept = [r["query"] for r in rows]
