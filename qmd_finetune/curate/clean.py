@@ -58,6 +58,7 @@ from qmd_finetune.curate._items import (
 )
 from qmd_finetune.curate.stage import REASON, StageResult
 from qmd_finetune.resources import data_path
+from qmd_finetune.reward import KEY_TERM_STOPWORDS
 
 ACTIONS = ("flag", "fix", "reject", "off")
 RULE_NAMES = (
@@ -325,7 +326,9 @@ def run(
     live = ~drop
     degenerate = pl.Series("degenerate", [None] * data.height, dtype=pl.Utf8)
     if effective["degenerate"] != "off":
-        degenerate = _degenerate(data, list(settings["degenerate_checks"]))
+        checks = list(settings["degenerate_checks"])
+        candidate = _gate_candidates(items, base, only, set(checks))
+        degenerate = _degenerate(data, checks, candidate)
 
     rows = pl.DataFrame(
         {
@@ -452,10 +455,10 @@ class _Items:
                     ^ (base.hash(seed=2).to_numpy()[flat.row] * _MIX)
                     ^ (flat.kind.hash(seed=3).to_numpy() * np.uint64(3))
                 )
-            first, self.inverse = unique_ids(keys)
-            self.unique = triples[first]
+            self.first, self.inverse = unique_ids(keys)
+            self.unique = triples[self.first]
         else:
-            self.inverse = np.zeros(0, dtype=np.int64)
+            self.first = self.inverse = np.zeros(0, dtype=np.int64)
             self.unique = triples
 
     def none(self) -> np.ndarray:
@@ -765,26 +768,129 @@ def _long_lex_lines(items: _Items, text: pl.Series, live: np.ndarray) -> np.ndar
     return long & (survivors[items.row] > 0)
 
 
-def _degenerate(data: pl.DataFrame, checks: list[str]) -> pl.Series:
+def _gate_candidates(items: _Items, base: pl.Series, only: pl.Series, checks: set[str]) -> np.ndarray:
+    """Rows that may fail the quality gate; every other row passes it for certain.
+
+    Each test is a vectorized superset of its gate rule (lines equal once reduced to
+    lower-case letters and digits; a key term matched only as an exact word ...), so running
+    ``quality.check`` on these rows alone gives the same answer as running it on all rows.
+    """
+    rows = len(items.flat.lengths)
+    candidate = np.zeros(rows, dtype=bool)
+    if items.n == 0 or not checks:
+        return candidate
+    kind = items.kind.str.to_lowercase()
+    lex, vec, hyde = ((kind == k).to_numpy() for k in ("lex", "vec", "hyde"))
+    normal = only.is_null().to_numpy()
+    lower = items.text.str.to_lowercase() if "all_echo" in checks else None
+    if checks & {"repeated_lines", "prompt_copy"}:  # text reductions once per distinct text
+        first, inverse = unique_ids(items.text.hash(seed=30).to_numpy())
+        distinct_lower = items.text.gather(first).str.to_lowercase()
+        distinct_alnum = distinct_lower.str.replace_all(r"[^a-z0-9]", "")
+    with np.errstate(over="ignore"):
+        row_key = items.row.astype(np.uint64) * _MIX
+        if "repeated_lines" in checks:
+            keys = distinct_alnum.hash(seed=31).to_numpy()[inverse] ^ kind.hash(seed=32).to_numpy() ^ row_key
+            candidate |= items.count(pl.Series(keys).is_duplicated().to_numpy()) > 0
+        if "too_many_items" in checks:
+            limits = quality.LIMITS
+            candidate |= (
+                (items.count(hyde) > limits["hyde"][1])
+                | (items.count(lex) > limits["lex"][1])
+                | (items.count(vec) > limits["vec"][1])
+            )
+        if "other_kinds" in checks:
+            candidate |= ~normal
+        if "missing_vec" in checks:
+            candidate |= normal & (items.count(vec) == 0)
+        if "all_echo" in checks:
+            # an echo holds the query (reward.echoes), so a row whose every lex/vec line holds it
+            lex_vec = lex | vec
+            index = np.flatnonzero(lex_vec)
+            holds = np.zeros(items.n, dtype=bool)
+            holds[index] = (
+                lower.gather(index)
+                .str.contains(base.gather(items.row[index]), literal=True)
+                .fill_null(False)
+                .to_numpy()
+            )
+            candidate |= (items.count(lex_vec) > 0) & (items.count(lex_vec & ~holds) == 0)
+        if "lex_off_topic" in checks:
+            candidate |= (items.count(lex) > 0) & ~_holds_a_key_word(items, base)
+        if "prompt_copy" in checks:
+            lines = quality.default_prompt_lines()
+            reduced = sorted({re.sub(r"[^a-z0-9]", "", line) for line in lines.lines})
+            long = [re.sub(r"[^a-z0-9]", "", line) for line in lines.long_lines]
+            copied = distinct_alnum.is_in(reduced) | distinct_lower.str.contains("/only:", literal=True)
+            if long:
+                copied |= distinct_alnum.str.contains_any(long)
+            candidate |= items.count(copied.fill_null(False).to_numpy()[inverse]) > 0
+    return candidate
+
+
+def _key_parts(bases: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per base: whether it has key terms (``reward.key_terms``), and the (owner, word hash)
+    of the alphanumeric parts of those terms (what ``quality.shares_key_term`` compares)."""
+    tokens = bases.str.extract_all(r"\S+")
+    owner = np.repeat(np.arange(len(bases), dtype=np.int64), tokens.list.len().fill_null(0).to_numpy())
+    flat_tokens = tokens.explode(empty_as_null=False, keep_nulls=False)
+    keep = ~flat_tokens.is_in(sorted(KEY_TERM_STOPWORDS)).to_numpy()
+    has_terms = np.bincount(owner[keep], minlength=len(bases)) > 0
+    parts = flat_tokens.filter(pl.Series(keep)).str.extract_all(r"[a-z0-9]+")
+    part_owner = np.repeat(owner[keep], parts.list.len().to_numpy())
+    return (
+        has_terms,
+        part_owner,
+        parts.explode(empty_as_null=False, keep_nulls=False).hash(seed=33).to_numpy(),
+    )
+
+
+def _holds_a_key_word(items: _Items, base: pl.Series) -> np.ndarray:
+    """Rows that lack key terms, or with a lex line holding a key term of the query as an exact
+    word: those pass ``lex_off_topic`` for certain. Worked out per distinct (lex text, query)."""
+    unique = items.unique
+    first_base, base_id = unique_ids(base.hash(seed=34).to_numpy())
+    has_terms, part_owner, part_hash = _key_parts(base.gather(first_base))
+    lex_u = np.flatnonzero((unique["k"].str.to_lowercase() == "lex").to_numpy())
+    holds_u = np.zeros(unique.height, dtype=bool)
+    if len(lex_u):
+        # the base of each distinct lex triple, as an index into the distinct bases
+        triple_base = base_id[items.row[items.first[lex_u]]]
+        words = unique["t"].gather(lex_u).str.to_lowercase().str.extract_all(r"[a-z0-9]+")
+        word_owner = np.repeat(np.arange(len(lex_u)), words.list.len().to_numpy())
+        word_hash = words.explode(empty_as_null=False, keep_nulls=False).hash(seed=33).to_numpy()
+        with np.errstate(over="ignore"):
+            keyed = word_hash ^ (triple_base[word_owner].astype(np.uint64) * _MIX)
+            wanted = part_hash ^ (part_owner.astype(np.uint64) * _MIX)
+        hit = pl.Series(keyed).is_in(pl.Series(wanted)).to_numpy()
+        holds_u[lex_u[np.bincount(word_owner[hit], minlength=len(lex_u)) > 0]] = True
+    matched = items.count(items.expand(holds_u) & (items.kind.str.to_lowercase() == "lex").to_numpy()) > 0
+    return matched | ~has_terms[base_id]
+
+
+def _degenerate(data: pl.DataFrame, checks: list[str], candidate: np.ndarray) -> pl.Series:
     """Per row the first quality-gate rule the answer fails (``quality.check``), else null.
 
-    The gate runs once per distinct (query, output) pair.
+    The gate runs on the candidate rows only (see :func:`_gate_candidates`), once per
+    distinct (query, output) pair.
     """
     result = pl.Series("degenerate", [None] * data.height, dtype=pl.Utf8)
-    if data.height == 0 or not checks:
+    rows = np.flatnonzero(candidate)
+    if len(rows) == 0 or not checks:
         return result
-    query = data["query"].fill_null("")
+    query = data["query"].fill_null("").gather(rows)
+    output = data["output"].gather(rows)
     with np.errstate(over="ignore"):
-        keys = query.hash(seed=11).to_numpy() ^ (data["output"].hash(seed=12).to_numpy() * _MIX)
+        keys = query.hash(seed=11).to_numpy() ^ (output.hash(seed=12).to_numpy() * _MIX)
     first, inverse = unique_ids(keys)
     found = [
         (fails[0].rule if fails else None)
         for fails in (
             quality.check(q, out or [], checks=checks)
-            for q, out in zip(query.gather(first).to_list(), data["output"].gather(first).to_list())
+            for q, out in zip(query.gather(first).to_list(), output.gather(first).to_list())
         )
     ]
-    return pl.Series("degenerate", found, dtype=pl.Utf8).gather(inverse)
+    return result.scatter(rows, pl.Series(found, dtype=pl.Utf8).gather(inverse))
 
 
 def _non_topical() -> set[str]:

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import yaml
 
+from qmd_finetune import quality
 from qmd_finetune.curate import clean, normalize
 from qmd_finetune.io import read_records, records_to_frame
 from qmd_finetune.resources import data_path
@@ -500,3 +501,58 @@ def test_the_train_preset_names_its_fixes_and_unknown_fixes_fail():
     assert clean.fix_names(config, True) is None and clean.fix_names(config, False) == set()
     with pytest.raises(ValueError, match="unknown clean fix 'trim'"):
         clean.fix_names(config, "trim")
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/data/qmd-reference")
+def test_the_gate_prefilter_gives_the_gate_s_answer_on_every_reference_row():
+    frame = normalize.run(read_records(sorted(REFERENCE.glob("*.jsonl"))).frame).kept
+    raw = read_records(sorted(REFERENCE.glob("*.jsonl"))).frame  # unnormalized: legacy spellings, any order
+    checks = list(quality.GATE_RULES)
+    for data in (frame, raw):
+        flags = clean.run(data, keep_flagged=True, rules=_rules_with_checks(checks)).kept["flags"].to_list()
+        got = [next((f.split(":", 1)[1] for f in row if f.startswith("degenerate:")), None) for row in flags]
+        expected = [
+            (fails[0].rule if fails else None)
+            for fails in (
+                quality.check(q, o, checks=checks)
+                for q, o in zip(data["query"].to_list(), data["output"].to_list())
+            )
+        ]
+        assert got == expected
+
+
+def test_the_gate_prefilter_keeps_every_failing_row():
+    rows = [
+        degenerate_vec_answer(),
+        record("q one", ("lex", "Alpha beta."), ("lex", "alpha  BETA"), ("vec", "what is alpha beta")),
+        record("sourdough starter feeding", ("lex", "docker swarm"), ("vec", "how to feed a starter")),
+        record(
+            "sourdough starter",
+            ("hyde", "A starter."),
+            ("lex", "sourdough"),
+            ("lex", "kubernetes ingress tls /only:lex"),
+            ("vec", "how to feed it"),
+        ),
+        record("balance sheet /only:lex", ("lex", "Balance sheet"), ("lex", "balance sheet pdf")),
+        record("a b c d e", *[("lex", f"a {i}") for i in range(4)], ("vec", "what are a b c")),
+        record("web socket", ("lex", "WebSocket protocol"), ("vec", "how do websockets work")),
+    ]
+    frame = records_to_frame(rows)
+    checks = list(quality.GATE_RULES)
+    flags = clean.run(frame, keep_flagged=True, rules=_rules_with_checks(checks)).kept["flags"].to_list()
+    got = [next((f.split(":", 1)[1] for f in row if f.startswith("degenerate:")), None) for row in flags]
+    assert got == [
+        "repeated_lines",
+        "repeated_lines",
+        "lex_off_topic",
+        "prompt_copy",
+        "all_echo",
+        "too_many_items",
+        None,
+    ]
+
+
+def _rules_with_checks(checks: list[str]) -> clean.CleanRules:
+    rules = clean.load_rules()
+    rules.settings["degenerate_checks"] = checks
+    return rules
