@@ -280,8 +280,10 @@ def _duplicate_clusters(frame: pl.DataFrame, norm: pl.Series, top: int) -> dict[
         from qmd_finetune.curate import dedup
 
         threshold = inspect.signature(dedup.run).parameters["near_threshold"].default
-        texts = pl.DataFrame({"q": norm}).select(dedup.near_text(pl.col("q"))).to_series().to_list()
-        labels, _ = dedup.near_duplicate_labels(texts, threshold=threshold)
+        # dedup's own inputs: the query key without its only-mode suffix, compared within one mode
+        keys = frame.select(dedup.query_key(pl.col("query")).alias("_key"))
+        texts, modes = dedup._near_inputs(keys, np.arange(frame.height))
+        labels, _ = dedup.near_duplicate_labels(texts, threshold=threshold, groups=modes)
         key = pl.Series("key", labels.astype(str))
         method = f"near-duplicate queries (char 3-gram Jaccard >= {threshold}, as dedup)"
     columns = {"key": key, "query": frame.get_column("query")}

@@ -197,3 +197,14 @@ async def _browse_big(path: Path) -> dict:
         )
         category = await page.evaluate("+document.querySelector('#browser').dataset.matches")
         return {"all": everything, "category": category, "errors": page.errors}
+
+
+def test_analyze_finds_near_duplicate_clusters_as_dedup_does_with_members() -> None:
+    records = [good("docker compose changelog 2025"), good("docker compose changelog 2026")]
+    records += [good("tide tables"), good("tide tables /only:lex"), good("sourdough bread")]
+    dups = compute_stats(records_to_frame(records, source="f.jsonl"))["duplicates"]
+    assert dups["method"].startswith("near-duplicate queries") and dups["clusters"] == 1
+    assert sorted(dups["largest"][0]["queries"]) == [
+        "docker compose changelog 2025",
+        "docker compose changelog 2026",
+    ]
