@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +35,16 @@ from qmd_finetune.records import (
     has_visible_text,
     parse_expansion,
 )
+from qmd_finetune.redact import redact_value, secret_values
 from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
 
 # Rejects at these stages are final: a re-run skips their queries. "request" rejects
 # (retries exhausted, budget) are tried again by the next run.
 FINAL_STAGES = {"parse", "gate", "validate", "score"}
 RAW_LIMIT = 4000
+# From this many queries on, answers are judged in a worker process: starting one costs about
+# a second, the judging it takes off the event loop about 1-2 ms an answer.
+OFFLOAD_MIN = 256
 
 
 @dataclass
@@ -159,6 +166,9 @@ class RecordBuilder:
         self.rejects = rejects
         self.kept = 0
         self.rejected: dict[str, int] = {}
+        self.params = cfg.params.to_dict()
+        self.checks = Checks(cfg.rubric, cfg.quality_gate, cfg.min_score, self.prompt_lines, secret_values())
+        self.offload: Offload | None = None
 
     def reject(self, item: QueryItem, stage: str, reason: str, raw: str | None) -> str:
         row: dict[str, Any] = {
@@ -176,31 +186,26 @@ class RecordBuilder:
         self.rejected[stage] = self.rejected.get(stage, 0) + 1
         return f"{stage}: {reason}"
 
-    def handle(self, outcome: Outcome) -> str | None:
+    def handle(self, outcome: Outcome) -> str | None | asyncio.Future:
         item: QueryItem = outcome.job.payload
         if outcome.response is None:
             return self.reject(item, "request", outcome.error or "request failed", outcome.raw)
         text = outcome.response.text
-        try:
-            items = parse_expansion(text)
-        except RecordError as exc:
-            return self.reject(item, "parse", exc.reason, text)
-        if self.cfg.quality_gate:
-            failures = quality.check(item.query, items, prompt=self.prompt_lines)
-            if failures:
-                return self.reject(item, "gate", "; ".join(quality.reasons(failures)), text)
-        result = score(item.query, "\n".join(f"{k}: {t}" for k, t in items), self.cfg.rubric)
-        if self.cfg.min_score is not None and result.percentage < self.cfg.min_score:
-            reason = f"score {result.percentage} < {self.cfg.min_score:g} (rubric {self.cfg.rubric})"
-            return self.reject(item, "score", reason, text)
+        row = (item.query, item.category, text, self.meta(outcome))
+        if self.offload is None:
+            return self.finish(item, text, judge_answer(self.checks, *row))
+        return self.offload.submit(row, lambda verdict: self.finish(item, text, verdict))
+
+    def meta(self, outcome: Outcome) -> dict[str, Any]:
         response = outcome.response
+        assert response is not None
         meta = {
             "source": "generate",
             "provider": self.provider,
             "model": self.cfg.model,
             "prompt": self.prompt.name,
             "prompt_sha": self.prompt.sha,
-            "params": self.cfg.params.to_dict(),
+            "params": self.params,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "score_rubric": self.cfg.rubric,
             "usage": {
@@ -212,16 +217,109 @@ class RecordBuilder:
         }
         if self.cfg.batch:
             meta["batch"] = True
-        record = Record(query=item.query, output=list(items), category=item.category, meta=meta)
-        data = record.to_dict()
-        data["score"] = result.percentage
-        data["rating"] = result.rating
-        problem = validate_record(data)
-        if problem:
-            return self.reject(item, "validate", problem, text)
-        self.out.append(data)
+        return meta
+
+    def finish(self, item: QueryItem, text: str, verdict: bytes | tuple[str, str]) -> str | None:
+        """Write a judged answer: its record line, or its reject."""
+        if isinstance(verdict, tuple):
+            return self.reject(item, verdict[0], verdict[1], text)
+        self.out.append_line(verdict)
         self.kept += 1
         return None
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What judging an answer needs, picklable for the worker process."""
+
+    rubric: str
+    quality_gate: bool
+    min_score: float | None
+    prompt_lines: Any
+    secrets: list[str]  # masked in the record line, as JsonlAppender.append masks what it writes
+
+
+def judge_answer(
+    checks: Checks, query: str, category: str | None, text: str, meta: dict[str, Any]
+) -> bytes | tuple[str, str]:
+    """Parse, gate, score and schema-check one answer: its record as a JSONL line, or the
+    ``(stage, reason)`` of its reject."""
+    try:
+        items = parse_expansion(text)
+    except RecordError as exc:
+        return "parse", exc.reason
+    if checks.quality_gate:
+        failures = quality.check(query, items, prompt=checks.prompt_lines)
+        if failures:
+            return "gate", "; ".join(quality.reasons(failures))
+    result = score(query, "\n".join(f"{k}: {t}" for k, t in items), checks.rubric)
+    if checks.min_score is not None and result.percentage < checks.min_score:
+        return "score", f"score {result.percentage} < {checks.min_score:g} (rubric {checks.rubric})"
+    data = Record(query=query, output=list(items), category=category, meta=meta).to_dict()
+    data["score"] = result.percentage
+    data["rating"] = result.rating
+    problem = validate_record(data)
+    if problem:
+        return "validate", problem
+    return (json.dumps(redact_value(data, checks.secrets), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+_WORKER_CHECKS: Checks | None = None
+
+
+def _init_worker(checks: Checks) -> None:
+    global _WORKER_CHECKS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _WORKER_CHECKS = checks
+
+
+def _judge_batch(rows: list[tuple[str, str | None, str, dict[str, Any]]]) -> list[bytes | tuple[str, str]]:
+    assert _WORKER_CHECKS is not None
+    return [judge_answer(_WORKER_CHECKS, *row) for row in rows]
+
+
+class Offload:
+    """Judges answers in one worker process, in batches of whatever arrived while the previous
+    batch was being judged. The event loop then only sends requests and writes finished lines:
+    parse, gate, score and the schema check (about 1-2 ms an answer) would otherwise cap the
+    request rate at high concurrency."""
+
+    def __init__(self, checks: Checks) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(checks,),
+        )
+        self._pending: list[tuple[tuple, Callable[[Any], str | None], asyncio.Future]] = []
+        self._running: asyncio.Task | None = None
+
+    def submit(self, row: tuple, finish: Callable[[Any], str | None]) -> asyncio.Future:
+        """The future of ``finish(verdict)``, once ``row`` is judged."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((row, finish, future))
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                verdicts = await loop.run_in_executor(self._pool, _judge_batch, [row for row, _, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - a broken worker fails its answers, not the run
+                for _, _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, finish, future), verdict in zip(batch, verdicts):
+                future.set_result(finish(verdict))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def validate_record(data: dict[str, Any]) -> str | None:
@@ -243,6 +341,9 @@ def validate_record(data: dict[str, Any]) -> str | None:
 
 
 def run_expand(cfg: ExpandConfig) -> ExpandResult:
+    # The imported libraries' objects (LiteLLM alone: ~380k) are never garbage; frozen, they are
+    # not rescanned by the collections a long run triggers (20% of its time at concurrency 64).
+    gc.freeze()
     return asyncio.run(run_expand_async(cfg))
 
 
@@ -283,6 +384,8 @@ async def _run_expand(cfg: ExpandConfig) -> ExpandResult:
     cache = ResponseCache(cfg.resolved_cache_path) if cfg.use_cache else None
     provider = make_provider(provider_cfg, concurrency=cfg.runner.concurrency)
     builder = RecordBuilder(cfg, prompt, provider_label(provider_cfg, provider.name), out, rejects)
+    if not cfg.batch and len(jobs) >= OFFLOAD_MIN:
+        builder.offload = Offload(builder.checks)
     runner = Runner(provider, cfg.model, cfg.params, cfg.runner, pricing, cache)
     try:
         if cfg.batch:
@@ -294,6 +397,8 @@ async def _run_expand(cfg: ExpandConfig) -> ExpandResult:
         else:
             stats = await runner.run(jobs, builder.handle, skipped=len(items) - len(todo))
     finally:
+        if builder.offload is not None:
+            builder.offload.close()
         out.close()
         rejects.close()
         if cache is not None:

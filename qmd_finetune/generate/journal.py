@@ -78,7 +78,10 @@ class JsonlAppender:
         self.written = 0
 
     def append(self, obj: dict[str, Any]) -> None:
-        data = (json.dumps(redact_value(obj), ensure_ascii=False) + "\n").encode("utf-8")
+        self.append_line((json.dumps(redact_value(obj), ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def append_line(self, data: bytes) -> None:
+        """One complete line, already encoded and redacted, in one ``write``."""
         view = memoryview(data)
         try:
             while view:

@@ -157,6 +157,7 @@ class ProviderConfig:
 
     def __post_init__(self) -> None:
         self.model = served_model(self.model)
+        register_env(self.api_key_env)  # masked from the start, in every writer of this run
 
     @property
     def provider(self) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,9 +227,15 @@ class Runner:
     # ------------------------------------------------------------ the loop
 
     async def run(
-        self, jobs: list[Job], handle: Callable[[Outcome], str | None], skipped: int = 0
+        self,
+        jobs: list[Job],
+        handle: Callable[[Outcome], str | None | Awaitable[str | None]],
+        skipped: int = 0,
     ) -> RunStats:
-        """Run ``jobs``; ``handle`` writes each outcome and returns a reject reason, or None when kept."""
+        """Run ``jobs``; ``handle`` writes each outcome and returns a reject reason, or None when kept.
+
+        ``handle`` may instead return an awaitable of that (work done off the event loop): the
+        worker then takes its next job at once and the outcome is counted when it settles."""
         self.stats.total = len(jobs) + skipped
         self.stats.skipped = skipped
         progress = ProgressDisplay(self.stats, enabled=self.config.progress)
@@ -249,16 +256,26 @@ class Runner:
                 if outcome is None:
                     return
                 rejected = handle(outcome)
-                if outcome.error is not None or rejected:
-                    self.stats.fail(outcome.error or rejected or "rejected")
+                if inspect.isawaitable(rejected):
+                    future = asyncio.ensure_future(rejected)
+                    future.add_done_callback(lambda f, o=outcome: count(o, f.result()))
+                    settling.append(future)
                 else:
-                    self.stats.ok += 1
-                self.stats.done += 1
-                progress.update()
+                    count(outcome, rejected)
 
+        def count(outcome: Outcome, rejected: str | None) -> None:
+            if outcome.error is not None or rejected:
+                self.stats.fail(outcome.error or rejected or "rejected")
+            else:
+                self.stats.ok += 1
+            self.stats.done += 1
+            progress.update()
+
+        settling: list[asyncio.Future] = []
         with progress:
             try:
                 await asyncio.gather(*(worker() for _ in range(max(1, self.config.concurrency))))
+                await asyncio.gather(*settling)
             finally:
                 for sig in installed:
                     loop.remove_signal_handler(sig)

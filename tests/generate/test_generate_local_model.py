@@ -48,4 +48,4 @@ def test_expand_with_the_embedded_model(tmp_path: Path):
     for row in rows:
         assert row["meta"]["provider"] == "local" and row["meta"]["usage"]["completion_tokens"] > 0
     for reject in rejects:
-        assert reject["stage"] in {"parse", "validate"} and reject["raw"] is not None
+        assert reject["stage"] in {"parse", "gate", "validate"} and reject["raw"] is not None

@@ -1,0 +1,51 @@
+"""Large `generate expand` runs judge answers in a worker process: the same records and rejects
+as judging them on the event loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from qmd_finetune.generate import expand
+from qmd_finetune.generate.cli import app
+
+
+def _run(server, queries: Path, out: Path) -> str:
+    args = ["expand", "--model", "openai/m", "--api-base", server.url + "/v1", "--queries", str(queries)]
+    args += ["--output", str(out), "--concurrency", "32", "--no-progress", "--no-cache"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _comparable(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        row.get("meta", {}).pop("created", None)
+    return sorted(rows, key=lambda r: r["query"])
+
+
+def test_worker_process_writes_what_the_event_loop_path_writes(tmp_path, llm_server, monkeypatch):
+    n = expand.OFFLOAD_MIN + 20
+    queries = tmp_path / "queries.txt"
+    lines = [f"kubernetes ingress case {i}" for i in range(n - 2)] + ["broken one", "broken two"]
+    queries.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    faults = {"broken one": ["wrongformat"], "broken two": ["wrongformat"]}  # rejects at parse
+
+    worker = tmp_path / "worker.jsonl"
+    llm_server.faults = {k: list(v) for k, v in faults.items()}
+    _run(llm_server, queries, worker)
+    monkeypatch.setattr(expand, "OFFLOAD_MIN", n + 1)
+    inline = tmp_path / "inline.jsonl"
+    llm_server.faults = {k: list(v) for k, v in faults.items()}
+    _run(llm_server, queries, inline)
+
+    records = _comparable(worker)
+    assert records == _comparable(inline)
+    rejects = _comparable(tmp_path / "worker.rejects.jsonl")
+    assert rejects == _comparable(tmp_path / "inline.rejects.jsonl")
+    assert len(records) + len(rejects) == n and {r["stage"] for r in rejects} == {"parse"}
+    assert [r["query"] for r in rejects] == ["broken one", "broken two"]
+    assert all(r["score"] > 0 for r in records)
