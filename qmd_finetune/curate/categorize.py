@@ -32,6 +32,8 @@ Options (keyword, typed):
   ``cascade_margin``), ``fast`` (static token vectors only) or ``keywords``.
 - ``seeds: str | Path | None = None`` seed file (default ``data/category_seeds.yaml``).
 - ``min_similarity: float | None = None`` override the seed file's ``min_similarity``.
+- ``query_cache: bool = True`` keep full-model query vectors on disk across runs
+  (:mod:`qmd_finetune.curate.vector_cache`); ``False`` encodes every query afresh.
 """
 
 from __future__ import annotations
@@ -339,13 +341,22 @@ FAST_MARKER = "static vectors"
 
 
 def _embedding_classifier(
-    tax: Taxonomy, seeds: Seeds, min_similarity: float | None, method: str = "embedding"
+    tax: Taxonomy,
+    seeds: Seeds,
+    min_similarity: float | None,
+    method: str = "embedding",
+    query_cache: bool = True,
 ) -> Classifier:
     """``embedding``: the full model; ``fast``: static token vectors; ``cascade``: fast, then the
     full model for rows whose fast margin is under ``seeds.cascade_margin``."""
     from qmd_finetune.curate.static_encoder import load_static_encoder
+    from qmd_finetune.curate.vector_cache import encode_cached
 
     encoder = load_encoder()
+
+    def encode(values: list[str]) -> np.ndarray:
+        return encode_cached(encoder, values)[0] if query_cache else encoder.encode(values)
+
     full_seeds = seed_vectors(seeds, encoder) if method != "fast" else None
     static = load_static_encoder() if method != "embedding" else None
     fast_seeds = static.encode(seeds.texts) if static is not None else None
@@ -355,13 +366,13 @@ def _embedding_classifier(
     def similarities(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Seed similarities per value and whether they come from the full model."""
         if static is None:
-            return encoder.encode(values) @ full_seeds.T, np.ones(len(values), dtype=bool)
+            return encode(values) @ full_seeds.T, np.ones(len(values), dtype=bool)
         similarity = static.encode(values) @ fast_seeds.T
         full = np.zeros(len(values), dtype=bool)
         if full_seeds is not None:
             redo = np.flatnonzero(margins(category_scores(similarity, seeds)) < seeds.cascade_margin)
             if len(redo):
-                similarity[redo] = encoder.encode([values[i] for i in redo]) @ full_seeds.T
+                similarity[redo] = encode([values[i] for i in redo]) @ full_seeds.T
                 full[redo] = True
         return similarity, full
 
@@ -423,6 +434,7 @@ def classifier(
     taxonomy: Taxonomy | None = None,
     seeds: str | Path | Seeds | None = None,
     min_similarity: float | None = None,
+    query_cache: bool = True,
 ) -> Classifier:
     """The function that categorizes distinct texts by ``method`` (model and seeds loaded here)."""
     tax = taxonomy or load_taxonomy()
@@ -431,7 +443,7 @@ def classifier(
     if method not in METHODS:
         raise ValueError(f"unknown categorize method {method!r} (known: {', '.join(METHODS)})")
     seed_set = seeds if isinstance(seeds, Seeds) else load_seeds(seeds, tax)
-    return _embedding_classifier(tax, seed_set, min_similarity, method)
+    return _embedding_classifier(tax, seed_set, min_similarity, method, query_cache)
 
 
 def nearest_examples(
@@ -519,6 +531,7 @@ def run(
     method: str = "embedding",
     seeds: str | Path | Seeds | None = None,
     min_similarity: float | None = None,
+    query_cache: bool = True,
 ) -> StageResult:
     """Set ``category``, ``category_reason`` and ``facets`` on every row; rejects nothing."""
     tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
@@ -562,7 +575,7 @@ def run(
     from_output = np.zeros(data.height, dtype=bool)
     rows_needing = np.flatnonzero(need)
     if len(rows_needing):
-        classify = classifier(method, tax, seeds, min_similarity)
+        classify = classifier(method, tax, seeds, min_similarity, query_cache)
         wanted = base.gather(rows_needing)
         found = (
             wanted.rename("t")

@@ -358,6 +358,9 @@ def categorize(
     min_similarity: float | None = typer.Option(
         None, "--min-similarity", help="Override the seed file's min_similarity (weak-match floor)."
     ),
+    query_cache: bool = typer.Option(
+        True, help="Keep the full model's query vectors on disk across runs (re-runs skip the encoder)."
+    ),
     explain: bool = typer.Option(
         False, "--explain", help="Print why rows got their category (nearest seed queries, similarities)."
     ),
@@ -377,6 +380,7 @@ def categorize(
         method=method,
         seeds=None if seeds is None else str(seeds),
         min_similarity=min_similarity,
+        query_cache=query_cache,
     )
     if explain:
         from qmd_finetune.curate.analyze import print_explanations

@@ -152,3 +152,16 @@ def test_categorize_command_explains_assignments(tmp_path: Path) -> None:
     rows = read_frame([tmp_path / "c.jsonl"]).frame
     assert rows.get_column("category").to_list() == ["technology", "food_cooking"]
     assert rows.get_column("category_reason").null_count() == 0
+
+
+def test_categorize_command_no_query_cache_writes_no_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("QMD_FINETUNE_CACHE", str(tmp_path / "cache"))
+    source = write_jsonl(tmp_path / "in.jsonl", [good("docker compose networking")])
+    args = ("categorize", "-i", str(source), "-o", str(tmp_path / "c.jsonl"), "--recategorize")
+    result = invoke(*args, "--method", "embedding", "--no-query-cache")
+    assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "cache").rglob("queries-*.sqlite"))
+    assert read_frame([tmp_path / "c.jsonl"]).frame.get_column("category").to_list() == ["technology"]
+    result = invoke(*args, "--method", "embedding")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "cache").rglob("queries-*.sqlite"))) == 1
