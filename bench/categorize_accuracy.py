@@ -6,7 +6,8 @@ Prints, as markdown for docs/curate-stages.md:
    the seeds), a per-category recall/precision table with the commonest confusions, and the
    embedding method's errors;
 2. leave-one-out accuracy on the seeds for the settings grid (how ``neighbors`` and
-   ``tie_margin`` were chosen) and the percentiles ``min_similarity`` was taken from;
+   ``tie_margin`` were chosen), the percentiles ``min_similarity`` was taken from, and the
+   cascade's accuracy and full-model share per ``cascade_margin``;
 3. on ``../shared/data/qmd-reference/*.jsonl`` (normalized, every row recategorized), the
    category distribution under each method and where the tmux rows land.
 
@@ -56,6 +57,12 @@ def leave_one_out_table() -> None:
         print(f"| {setting} | {accuracy:.3f} |")
     percentiles = ", ".join(f"p{p}: {v}" for p, v in result["best_score_percentiles"].items())
     print(f"\nbest leave-one-out score percentiles: {percentiles}")
+    cascade = category_eval.cascade_leave_one_out()
+    print(f"\ncascade on the seeds (full model alone: {cascade['full_model']:.3f})\n")
+    print("| cascade_margin | accuracy | re-encoded by the full model |\n| --- | --- | --- |")
+    for setting, row in cascade.items():
+        if setting.startswith("cascade_margin="):
+            print(f"| {setting.split('=')[1]} | {row['accuracy']:.3f} | {row['full_model_share']:.2f} |")
 
 
 def reference_tables(data: Path) -> None:
