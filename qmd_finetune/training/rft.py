@@ -171,9 +171,10 @@ def judge(
 
 
 def sample_round(
-    model_name: str, queries: list[Query], fmt: PromptFormat, config: RFTRunConfig, seed: int
+    model_name: str, queries: list[Query], fmt: PromptFormat, config: RFTRunConfig, seed: int, log: Log
 ) -> list[list[str]]:
-    """``samples_per_query`` sampled answers per query, batched like ``train eval``."""
+    """``samples_per_query`` sampled answers per query, batched like ``train eval``; sampling
+    takes minutes on CPU, so progress is logged every few batches."""
     import torch
 
     from qmd_finetune.training.evaluate import generate
@@ -181,18 +182,24 @@ def sample_round(
 
     model, tokenizer, _ = load(model_name, dtype=torch.float32)
     n = config.samples_per_query
+    prompts = [q.query for q in queries for _ in range(n)]
+    chunk = config.batch_size * 4
+    texts: list[str] = []
     torch.manual_seed(seed)
-    texts = generate(
-        model,
-        tokenizer,
-        [q.query for q in queries for _ in range(n)],
-        fmt,
-        config.batch_size,
-        config.max_new_tokens,
-        config.decoding,
-        temperature=config.temperature,
-        top_p=config.top_p,
-    )
+    start = time.monotonic()
+    for first in range(0, len(prompts), chunk):
+        texts += generate(
+            model,
+            tokenizer,
+            prompts[first : first + chunk],
+            fmt,
+            config.batch_size,
+            config.max_new_tokens,
+            config.decoding,
+            temperature=config.temperature,
+            top_p=config.top_p,
+        )
+        log(f"  sampled {len(texts)}/{len(prompts)} answers ({time.monotonic() - start:.0f}s)")
     del model
     gc.collect()
     return [texts[i * n : (i + 1) * n] for i in range(len(queries))]
@@ -316,7 +323,7 @@ def run_rft(config: RFTRunConfig, log: Log = print) -> dict[str, Any]:
             f"rft round {number}/{config.rounds}: sampling {config.samples_per_query} x {len(queries)} from {model}"
         )
         start = time.monotonic()
-        texts = sample_round(model, queries, fmt, config, seed)
+        texts = sample_round(model, queries, fmt, config, seed, log)
         sample_seconds = time.monotonic() - start
         stats, kept, ledger = judge_round(queries, texts, config)
         _write_jsonl(round_dir / "samples.jsonl", ledger)
