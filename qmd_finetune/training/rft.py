@@ -37,6 +37,7 @@ from qmd_finetune.training.config import (
     config_to_dict,
     load_config,
 )
+from qmd_finetune.training.models import is_embedded
 from qmd_finetune.training.prepare import make_row
 from qmd_finetune.training.prompts import PromptFormat
 
@@ -88,12 +89,15 @@ def sft_config_path(config: RFTRunConfig) -> Path | None:
 
 
 def round_sft_config(config: RFTRunConfig, model: str, dataset: Path, output_dir: Path) -> SFTRunConfig:
-    """The SFT config of one round: the sft recipe, the rft overrides, this round's paths."""
+    """The SFT config of one round: the sft recipe, the rft overrides, this round's paths.
+
+    ``model`` is resolved to the full model's directory (a `train sft` output dir to its
+    ``merged/``): the round's adapter must name a base that loads."""
     base = load_config(SFTRunConfig, sft_config_path(config))
     values = config_to_dict(base)
     values.update({k: getattr(config, k) for k in SFT_OVERRIDES if getattr(config, k) is not None})
     values.update(
-        model=model,
+        model=model if is_embedded(model) else starting_model(model),
         dataset=str(dataset),
         output_dir=str(output_dir),
         max_steps=config.max_steps,

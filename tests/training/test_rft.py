@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from qmd_finetune.reward import score
 from qmd_finetune.training.cli import app
 from qmd_finetune.training.config import ConfigError, RFTRunConfig, load_config
-from qmd_finetune.training.rft import Query, judge, judge_round
+from qmd_finetune.training.rft import Query, judge, judge_round, round_sft_config
 
 QUERY = "docker compose networking"
 GOLD = (
@@ -70,6 +70,17 @@ def test_rft_cli_dry_run_checks_model_and_dataset(prepared: Path, tmp_path: Path
     ok = runner.invoke(app, ["rft", "--dry-run", "--model", "local/smollm2", "--dataset", str(prepared)])
     assert ok.exit_code == 0, ok.output
     assert "samples_per_query: 4" in ok.output and "sft_config: configs/sft.yaml" in ok.output
+
+
+def test_rft_round_trains_from_the_merged_model_of_a_train_sft_output_dir(tmp_path: Path) -> None:
+    merged = tmp_path / "sft" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    (merged / "model.safetensors").write_bytes(b"")
+    config = _config(learning_rate="1e-4")
+    sft = round_sft_config(config, str(tmp_path / "sft"), tmp_path / "data", tmp_path / "out")
+    assert sft.model == str(merged) and sft.learning_rate == 1e-4 and sft.merge
+    assert round_sft_config(config, "local/smollm2", tmp_path, tmp_path).model == "local/smollm2"
 
 
 def test_rft_never_keeps_a_gate_failure_even_when_it_scores_higher() -> None:
