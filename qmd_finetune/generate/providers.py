@@ -187,36 +187,43 @@ class Provider:
 
 
 class LocalProvider(Provider):
-    """The embedded model. The answer is prefilled with its first prefix (``hyde:``, or the
-    only-mode kind) and cut at the first blank line: a 135M model keeps the format that way
-    (6/6 parseable answers vs 3/6 on a sample), and what follows a blank line is chatter."""
+    """The embedded model (``local/smollm2``) or a model the user trained (``local/<dir>``),
+    decoded format-safe (:mod:`qmd_finetune.decoding`, ``strict``, plus the line guard of
+    :mod:`local_llm`): on 50 eval queries 49 answers pass the quality gate, against 8 with the
+    earlier prefill-and-cut-at-a-blank-line decoding (docs/generate.md)."""
 
     name = "local"
-    STOP = ("\n\n",)
+    DECODING = "strict"
 
     async def complete(
         self, messages: list[dict[str, Any]], params: GenerationParams, timeout: float
     ) -> ChatResponse:
         from qmd_finetune.generate import local_llm
-        from qmd_finetune.records import only_mode
 
         gen = local_llm.GenParams(
             max_new_tokens=params.max_tokens,
             temperature=params.temperature or 0.0,
             top_p=params.top_p or 1.0,
-            stop=self.STOP,
+            decoding=self.DECODING,
+            model=local_llm.model_key(self.config.model),
         )
-        query = str(messages[-1].get("content", "")) if messages and messages[-1]["role"] == "user" else ""
-        prefill = f"{only_mode(query)[1] or 'hyde'}:" if query else ""
-        request = [*messages, {"role": "assistant", "content": prefill}] if prefill else messages
         # No timeout here: a queued request waits for the batches before it, which is not a fault.
-        result = await local_llm.agenerate(request, gen)
+        try:
+            result = await local_llm.agenerate(messages, gen)
+        except local_llm.Interrupted as exc:
+            raise ProviderError("interrupted", retryable=False) from exc
         return ChatResponse(
-            text=f"{prefill} {result.text.lstrip()}" if prefill else result.text,
+            text=result.text,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             finish_reason=result.finish_reason,
         )
+
+    def interrupt(self) -> None:
+        """Stop the running batch now (a signal): in-flight requests end as ``interrupted``."""
+        from qmd_finetune.generate import local_llm
+
+        local_llm.interrupt()
 
 
 class OpenAICompatProvider(Provider):

@@ -190,7 +190,7 @@ class Runner:
         finally:
             self._release(reservation)
 
-    async def _request(self, job: Job, key: str, est_tokens: int) -> Outcome:
+    async def _request(self, job: Job, key: str, est_tokens: int) -> Outcome | None:
         attempt = 0
         while True:
             attempt += 1
@@ -202,6 +202,8 @@ class Runner:
             try:
                 response = await self.provider.complete(job.messages, self.params, self.config.timeout)
             except ProviderError as exc:
+                if exc.reason == "interrupted" and self._stop.is_set():
+                    return None  # not an answer and not a failure: resume does it again
                 if exc.retryable and attempt <= self.config.max_retries and not self._stop.is_set():
                     self.stats.retries += 1
                     await asyncio.sleep(backoff_delay(attempt, self.config, exc.retry_after, self._rng))
@@ -286,6 +288,9 @@ class Runner:
         if self._stop.is_set():
             raise KeyboardInterrupt
         self.stop("interrupted (finishing in-flight requests; signal again to abort)")
+        interrupt = getattr(self.provider, "interrupt", None)
+        if interrupt is not None:
+            interrupt()  # a local model stops between two tokens; its requests are left undone
 
 
 class ProgressDisplay:
