@@ -98,7 +98,7 @@ class ProviderEngine:
     """A DSPy engine that sends through ``generate expand``'s own provider for the model string.
 
     So GEPA scores exactly the request the generate command later sends, for every provider:
-    the same messages, the anthropic cache markers, the embedded model's prefilled first prefix,
+    the same messages, the anthropic cache markers, the embedded model's format-safe decoding,
     ``ollama/`` as chat. DSPy keeps its cache and retries; this engine makes one attempt on a
     private event loop (GEPA calls from worker threads).
     """
