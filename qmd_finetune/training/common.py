@@ -179,7 +179,7 @@ def save_outputs(
     adapter_cfg_path = adapter_dir / "adapter_config.json"
     adapter_cfg = json.loads(adapter_cfg_path.read_text(encoding="utf-8"))
     adapter_cfg["base_model_name_or_path"] = (
-        base_name if is_embedded(base_name) else str(Path(base_name).resolve())
+        base_name if is_embedded(base_name) else str(Path(starting_model(base_name)).resolve())
     )
     adapter_cfg_path.write_text(json.dumps(adapter_cfg, indent=2) + "\n", encoding="utf-8")
     (adapter_dir / TRAINING_INFO).write_text(text, encoding="utf-8")

@@ -163,3 +163,17 @@ def test_rft_one_round_on_the_embedded_model(prepared: Path, tmp_path: Path) -> 
     assert source.kind == "merged" and Path(source.path) == out / "merged"
     (text,) = generate(model, tokenizer, ["auth"], prompt_format(source), max_new_tokens=8)
     assert isinstance(text, str)
+
+
+@pytest.mark.slow
+def test_sft_from_a_train_sft_output_dir_names_its_merged_model_as_base(
+    trained: Path, prepared: Path, tmp_path: Path, sft_cli_args
+) -> None:
+    """RFT rounds and `train sft --model out/sft` start from an output dir; the merge must load."""
+    out = tmp_path / "again"
+    args = ["sft", *sft_cli_args(prepared, out), "--model", str(trained), "--max_steps", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str((trained / "merged").resolve())
+    assert (out / "merged" / "model.safetensors").is_file()
