@@ -20,6 +20,8 @@ largest number of lines (7; 3 in only mode).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +94,9 @@ class FormatConstraint:
         self.queries = queries
         self.prompt_width = prompt_width
         self.eos = tokenizer.eos_token_id
-        size = max(len(tokenizer), max(tokenizer.added_tokens_decoder, default=0) + 1)
+        # a set: the tokenizer rebuilds added_tokens_decoder on every access (2 s per batch)
+        self.added = set(tokenizer.added_tokens_decoder)
+        size = max(len(tokenizer), max(self.added, default=0) + 1)
         self.pieces = [tokenizer.decode([i]) for i in range(size)]
         self.banned = torch.tensor(
             sorted(i for i in tokenizer.added_tokens_decoder if i != self.eos), dtype=torch.long
@@ -106,19 +110,37 @@ class FormatConstraint:
             [i for i, p in enumerate(self.pieces) if p.endswith("\n")], dtype=torch.long
         )
         self._prefix_cache: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        # the pieces a line may hold (no newline, no added token), by text and sorted
+        self._line_pieces = [
+            (i, p) for i, p in enumerate(self.pieces) if p and "\n" not in p and i not in self.added
+        ]
+        self._by_piece: dict[str, list[int]] = {}
+        for i, piece in self._line_pieces:
+            self._by_piece.setdefault(piece, []).append(i)
+        self._sorted = sorted(self._by_piece)
 
     def _tokens_for(self, partial: str, prefixes: tuple[str, ...]) -> list[int]:
-        """Tokens that keep ``partial`` on the way to (or past) one of ``prefixes``, on one line."""
+        """Tokens that keep ``partial`` on the way to (or past) one of ``prefixes``, on one line.
+
+        With ``rest`` the part of a prefix still to write, a piece qualifies when it is a
+        prefix of ``rest`` (a dictionary look-up per length) or starts with ``rest`` (a range
+        of the sorted pieces): no scan of the vocabulary per new partial line."""
         key = (partial, prefixes)
         if key not in self._prefix_cache:
-            ok = []
-            for i, piece in enumerate(self.pieces):
-                if not piece or "\n" in piece or i in self.tokenizer.added_tokens_decoder:
+            ok: set[int] = set()
+            for prefix in prefixes:
+                if not prefix.startswith(partial):
+                    ok.update(i for i, p in self._line_pieces if (partial + p).startswith(prefix))
                     continue
-                text = partial + piece
-                if any(p.startswith(text) or text.startswith(p) for p in prefixes):
-                    ok.append(i)
-            self._prefix_cache[key] = ok
+                rest = prefix[len(partial) :]
+                for end in range(1, len(rest) + 1):
+                    ok.update(self._by_piece.get(rest[:end], ()))
+                start = bisect.bisect_left(self._sorted, rest)
+                for piece in itertools.islice(self._sorted, start, None):
+                    if not piece.startswith(rest):
+                        break
+                    ok.update(self._by_piece[piece])
+            self._prefix_cache[key] = sorted(ok)
         return self._prefix_cache[key]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
