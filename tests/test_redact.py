@@ -81,3 +81,17 @@ def test_console_stream_redacts_and_follows_sys_stdout(monkeypatch: pytest.Monke
     monkeypatch.setattr(sys, "stdout", captured)
     RedactedStream().write("Authorization: Bearer abcdefghijklmnop1234\n")
     assert captured.getvalue() == "Authorization: Bearer ***\n"
+
+
+def test_train_cli_messages_are_redacted(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from qmd_finetune.training.cli import app
+
+    secret = "hf_" + "A1b2C3d4E5f6G7h8I9j0K1l2"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    queries = tmp_path / "q.txt"
+    queries.write_text("docker compose networking\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", "--model", f"/no/such/{secret}", "--queries", str(queries)])
+    assert result.exit_code == 2
+    assert secret not in result.output and "/no/such/***" in result.output

@@ -21,7 +21,7 @@ from qmd_finetune.curate import report_browser
 from qmd_finetune.curate.analyze import compute_stats, distribution
 from qmd_finetune.curate.report_sections import card, dataset_sections, esc, run_section
 from qmd_finetune.curate.summary import reason_kind
-from qmd_finetune.io import atomic_write, read_frame, write_rejects
+from qmd_finetune.io import atomic_write, output_group, read_frame, write_rejects
 from qmd_finetune.reward import DEFAULT_RUBRIC
 
 REJECT_EXAMPLES = 3
@@ -233,14 +233,15 @@ def analyze_files(
     stats = compute_stats(frame, targets=targets, examples=examples)
     stats["inputs"] = [f.to_dict() for f in read.files]
     stats["invalid_rows"] = read.rejects.height
-    if rejects is not None:
-        write_rejects(read.rejects, rejects)
-    if json_path is not None:
-        with atomic_write(json_path) as handle:
-            json.dump(stats, handle, indent=2, default=str)
-            handle.write("\n")
-    if html is not None:
-        names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
-        rows = report_browser.payload(frame, read.rejects)
-        write_html(render_html(stats, "Dataset report", f"curate analyze: {names}", rows=rows), html)
+    with output_group():  # the ledger, JSON and HTML land together or not at all
+        if rejects is not None:
+            write_rejects(read.rejects, rejects)
+        if json_path is not None:
+            with atomic_write(json_path) as handle:
+                json.dump(stats, handle, indent=2, default=str)
+                handle.write("\n")
+        if html is not None:
+            names = ", ".join(Path(p).name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+            rows = report_browser.payload(frame, read.rejects)
+            write_html(render_html(stats, "Dataset report", f"curate analyze: {names}", rows=rows), html)
     return stats

@@ -40,7 +40,7 @@ from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
 
 # Rejects at these stages are final: a re-run skips their queries. "request" rejects
 # (retries exhausted, budget) are tried again by the next run.
-FINAL_STAGES = {"parse", "gate", "validate", "score"}
+FINAL_STAGES = {"query", "parse", "gate", "validate", "score"}
 RAW_LIMIT = 4000
 # From this many queries on, answers are judged in a worker process: starting one costs about
 # a second, the judging it takes off the event loop about 1-2 ms an answer.
@@ -52,6 +52,8 @@ class QueryItem:
     query: str
     line: int
     category: str | None = None
+    problem: str | None = None
+    """Why this query cannot be sent (it goes to the ledger at stage ``query``), else None."""
 
 
 @dataclass
@@ -104,7 +106,12 @@ class ExpandResult:
 
 
 def read_queries(path: Path) -> list[QueryItem]:
-    """Queries from a text file (one per line, ``#`` comments) or JSONL (``query``/``input``, ``category``)."""
+    """Queries from a text file (one per line, ``#`` comments) or JSONL (``query``/``input``, ``category``).
+
+    A line that is not a query at all (broken JSON, no query string) is an error naming it. A
+    query holding control characters or nothing visible comes back with ``problem`` set: it
+    is rejected in the ledger and the others run.
+    """
     items: list[QueryItem] = []
     seen: set[str] = set()
     check_readable(path, records=False)
@@ -125,13 +132,14 @@ def read_queries(path: Path) -> list[QueryItem]:
                     raise ValueError(f"{path}:{number}: no query string")
                 category = obj.get("category") if isinstance(obj.get("category"), str) else None
                 text = query.strip()
+            problem = None
             if CONTROL_RE.search(text):
-                raise ValueError(f"{path}:{number}: control character in query")
-            if not has_visible_text(text):
-                raise ValueError(f"{path}:{number}: query has no visible characters")
+                problem = "control character in query"
+            elif not has_visible_text(text):
+                problem = "query has no visible characters"
             if text not in seen:
                 seen.add(text)
-                items.append(QueryItem(query=text, line=number, category=category))
+                items.append(QueryItem(query=text, line=number, category=category, problem=problem))
     return items
 
 
@@ -376,7 +384,8 @@ async def _run_expand(cfg: ExpandConfig) -> ExpandResult:
     rejects = JsonlAppender(cfg.rejects_path)
     repaired = out.repaired + rejects.repaired
     done = finished_queries(cfg.output, cfg.rejects_path)
-    todo = [item for item in items if item.query not in done]
+    todo = [item for item in items if item.query not in done and item.problem is None]
+    unusable = [item for item in items if item.query not in done and item.problem is not None]
     jobs = [
         Job(key=item.query, messages=prompt.messages(item.query), line=item.line, payload=item)
         for item in todo
@@ -384,6 +393,8 @@ async def _run_expand(cfg: ExpandConfig) -> ExpandResult:
     cache = ResponseCache(cfg.resolved_cache_path) if cfg.use_cache else None
     provider = make_provider(provider_cfg, concurrency=cfg.runner.concurrency)
     builder = RecordBuilder(cfg, prompt, provider_label(provider_cfg, provider.name), out, rejects)
+    for item in unusable:
+        builder.reject(item, "query", item.problem or "", item.query)
     if not cfg.batch and len(jobs) >= OFFLOAD_MIN:
         builder.offload = Offload(builder.checks)
     runner = Runner(provider, cfg.model, cfg.params, cfg.runner, pricing, cache)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qmd_finetune.cli_options import rubric_option
+from qmd_finetune.redact import RedactedStream
 from qmd_finetune.training.common import loss_summary
 from qmd_finetune.training.config import (
     ConfigError,
@@ -28,8 +29,8 @@ from qmd_finetune.training.models import ModelLoadError
 app = typer.Typer(
     help="Train query-expansion models: prepare | sft | grpo | rft | eval | export.", no_args_is_help=True
 )
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+console = Console(file=RedactedStream(), soft_wrap=True)
+err = Console(file=RedactedStream("stderr"), soft_wrap=True)
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 

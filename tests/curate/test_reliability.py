@@ -206,3 +206,19 @@ def test_unreadable_inputs_fail_in_one_line(tmp_path: Path, kind: str) -> None:
         assert result.exit_code == 2
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), result.output
+
+
+def test_analyze_writes_its_ledger_json_and_html_together_or_not_at_all(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [good("docker compose networking"), "{not json"])
+    blocked = tmp_path / "report.html"
+    blocked.mkdir()  # the HTML cannot be written: a directory is in the way
+    args = ["analyze", "--input", str(source), "--json", str(tmp_path / "stats.json")]
+    args += ["--html", str(blocked), "--rejects", str(tmp_path / "bad.jsonl")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "is a directory; nothing was written" in result.output
+    assert not (tmp_path / "stats.json").exists() and not (tmp_path / "bad.jsonl").exists()
+    result = CliRunner().invoke(app, [*args[:-4], "--html", str(tmp_path / "ok.html"), *args[-2:]])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "stats.json").is_file() and (tmp_path / "ok.html").is_file()
+    assert (tmp_path / "bad.jsonl").read_text().count("\n") == 1

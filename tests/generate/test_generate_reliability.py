@@ -175,12 +175,23 @@ def test_expand_on_a_full_disk_fails_in_one_line_without_a_partial_line(
             json.loads(line)
 
 
-def test_queries_without_visible_characters_are_named(tmp_path, llm_server) -> None:
+def test_queries_without_visible_characters_go_to_the_ledger_and_the_others_run(tmp_path, llm_server) -> None:
     queries = tmp_path / "q.txt"
-    queries.write_text("sourdough starter\n\u200b\u200c\u200d\ufeff\n", encoding="utf-8")
-    result = _expand("openai/m", llm_server, queries, tmp_path / "out.jsonl")
-    assert result.exit_code == 2
-    assert f"{queries}:2: query has no visible characters" in result.output
+    queries.write_text(
+        "sourdough starter\n\u200b\u200c\u200d\ufeff\nabc\u0007\nkafka lag\n", encoding="utf-8"
+    )
+    out = tmp_path / "out.jsonl"
+    for _ in range(2):  # a second run (resume) neither re-rejects nor re-sends them
+        result = _expand("openai/m", llm_server, queries, out)
+        assert result.exit_code == 0, result.output
+    kept = [json.loads(line)["query"] for line in out.read_text().splitlines()]
+    assert sorted(kept) == ["kafka lag", "sourdough starter"]
+    ledger = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["stage"], r["reason"]) for r in ledger] == [
+        (2, "query", "query has no visible characters"),
+        (3, "query", "control character in query"),
+    ]
+    assert all(r["source"] == str(queries) for r in ledger)
 
 
 def test_a_fifo_as_queries_file_is_refused_at_once(tmp_path, llm_server) -> None:
