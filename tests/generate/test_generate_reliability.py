@@ -4,7 +4,6 @@ every request failing, a second run on the same output, a shared cache, a full d
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -136,25 +135,35 @@ def test_a_second_run_on_the_same_cache_refuses(tmp_path, llm_server, queries_fi
     assert result.exit_code == 2 and "response cache is in use by another run" in result.output
 
 
-def _write_many(path: str, start: int, count: int) -> None:
-    cache = ResponseCache(path)
-    for i in range(start, start + count):
-        cache.put(
-            f"k{i}", "m", [{"role": "user", "content": f"q{i}"}], {"max_tokens": 1}, f"lex: {i}", 1, 1, 0.0
-        )
-        assert cache.get(f"k{i}") is not None
-    cache.close()
+WRITE_MANY = """
+import sys
+from qmd_finetune.generate.cache import ResponseCache
+
+path, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cache = ResponseCache(path)
+for i in range(start, start + count):
+    cache.put(f"k{i}", "m", [{"role": "user", "content": f"q{i}"}], {"max_tokens": 1}, f"lex: {i}", 1, 1, 0.0)
+    assert cache.get(f"k{i}") is not None
+cache.close()
+"""
 
 
 def test_two_processes_sharing_a_cache_do_not_crash(tmp_path) -> None:
+    # Real processes started with `python -c` (not multiprocessing, whose children re-import
+    # this test module and, in a whole-suite run, pick up another directory's conftest).
     path = str(tmp_path / "shared.sqlite")
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_write_many, args=(path, n * 1000, 300)) for n in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(120)
-    assert [w.exitcode for w in workers] == [0, 0]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITE_MANY, path, str(n * 1000), "300"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
     assert len(ResponseCache(path)) == 600
 
 
