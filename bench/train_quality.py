@@ -209,7 +209,7 @@ def main() -> None:
         "--steps", type=int, default=None, help="max_steps for each run (default: the recipe's)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--decoding", default="safe", choices=["free", "safe", "strict"])
+    parser.add_argument("--decoding", default="strict", choices=["free", "safe", "strict"])
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench-train")

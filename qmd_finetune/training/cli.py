@@ -231,7 +231,7 @@ def evaluate_command(
     show: int = typer.Option(10, help="Print the N lowest-scoring queries."),
     threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine)."),
     decoding: str = typer.Option(
-        "safe",
+        "strict",
         help="free | safe (no chat-template tokens, stop after the format's lines) | strict (also "
         "only valid line prefixes, kind limits, no repeated line).",
     ),

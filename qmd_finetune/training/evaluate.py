@@ -199,7 +199,7 @@ def evaluate(
     max_new_tokens: int = 256,
     dtype: str = "auto",
     limit: int | None = None,
-    decoding: str = "safe",
+    decoding: str = "strict",
     rubric: str = DEFAULT_RUBRIC,
 ) -> dict[str, Any]:
     """Load exactly ``model_name`` (see models.inspect_model), generate, score with ``rubric``;

@@ -579,7 +579,7 @@ def evaluate_model(
     batch_size: int = 8,
     max_new_tokens: int = 256,
     dtype: str = "auto",
-    decoding: str = "safe",
+    decoding: str = "strict",
     cache_dir: str | Path | None = None,
     rubric: str = DEFAULT_RUBRIC,
 ) -> dict[str, Any]:
