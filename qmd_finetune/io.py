@@ -970,6 +970,29 @@ def default_rejects_path(output: str | Path) -> Path:
     return target.with_name(f"{name}.rejects.jsonl")
 
 
+def read_json_objects(
+    path: str | Path, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a small JSONL file (a BOM is dropped).
+
+    A line that is not JSON, or not an object, raises ``error`` naming ``file:line``. This is for
+    inputs that must be right as a whole (query lists, retrieval collections, train files);
+    record files keep going and send bad rows to the ledger instead (:func:`read_records`).
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{number}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise error(f"{path}:{number}: not a JSON object")
+            yield number, row
+
+
 def read_query_lines(path: str | Path) -> list[str]:
     """A query list: one per line, ``#`` comments and blank lines ignored; JSONL records also accepted."""
     target = Path(path)

@@ -331,3 +331,22 @@ def test_fast_checks_reject_exactly_what_the_json_schema_rejects(line: str, reas
         f"schema accepts a row the reader rejects ({reason})"
     )
     assert not list(validator("record").iter_errors(json.loads(good_line())))
+
+
+def test_read_json_objects_names_file_and_line_and_raises_the_given_error(tmp_path) -> None:
+    from qmd_finetune.io import read_json_objects
+
+    class Bad(ValueError):
+        pass
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('\ufeff{"query": "a"}\n\n{"query": "b"}\n', encoding="utf-8")
+    assert list(read_json_objects(good)) == [(1, {"query": "a"}), (3, {"query": "b"})]
+    for text, reason in (
+        ('{"query": "a"}\n{oops\n', "not JSON"),
+        ('{"query": "a"}\n[1, 2]\n', "not a JSON object"),
+    ):
+        path = tmp_path / "bad.jsonl"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(Bad, match=f"{path}:2: {reason}"):
+            list(read_json_objects(path, Bad))

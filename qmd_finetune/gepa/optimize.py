@@ -41,6 +41,7 @@ from qmd_finetune.gepa.program import (
 from qmd_finetune.gepa.report import build_report
 from qmd_finetune.gepa.rubric import LABEL as RUBRIC_LABEL
 from qmd_finetune.gepa.rubric import RubricProposer
+from qmd_finetune.io import read_json_objects
 from qmd_finetune.reward import DEFAULT_RUBRIC
 
 DEFAULT_SEED_PROMPT = builtin_prompt_path()
@@ -196,20 +197,14 @@ def read_queries(path: Path) -> list[str]:
     """Queries from a text file (one per line, ``#`` comments) or JSONL (``query`` or ``input``)."""
     path = Path(path)
     queries: list[str] = []
-    text = path.read_text(encoding="utf-8-sig")
     if path.suffix in (".jsonl", ".ndjson"):
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            query = row.get("query", row.get("input")) if isinstance(row, dict) else None
+        for number, row in read_json_objects(path, ConfigError):
+            query = row.get("query", row.get("input"))
             if not isinstance(query, str) or not query.strip():
                 raise ConfigError(f"{path}:{number}: no query string")
             queries.append(query.strip())
     else:
+        text = path.read_text(encoding="utf-8-sig")
         queries = [
             line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
         ]

@@ -12,6 +12,7 @@ from statistics import mean
 from typing import Any
 
 from qmd_finetune import quality
+from qmd_finetune.io import read_json_objects
 from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
 from qmd_finetune.training.models import ModelSource, load_model, load_tokenizer
 from qmd_finetune.training.models import inspect_model as inspect
@@ -37,20 +38,13 @@ def read_eval_queries(path: str | Path) -> list[EvalQuery]:
     if not target.is_file():
         raise FileNotFoundError(f"queries file not found: {target}")
     out: list[EvalQuery] = []
-    lines = target.read_text(encoding="utf-8-sig").splitlines()
     if target.suffix == ".jsonl":
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{target}:{number}: not JSON ({exc.msg})") from exc
-                if not isinstance(row, dict):
-                    raise ValueError(f"{target}:{number}: not a JSON object")
-                query = row.get("query") or row.get("input")
-                if isinstance(query, str) and query.strip():
-                    out.append(EvalQuery(query.strip(), row.get("category") or DEFAULT_CATEGORY))
+        for _, row in read_json_objects(target):
+            query = row.get("query") or row.get("input")
+            if isinstance(query, str) and query.strip():
+                out.append(EvalQuery(query.strip(), row.get("category") or DEFAULT_CATEGORY))
         return out
+    lines = target.read_text(encoding="utf-8-sig").splitlines()
     category = DEFAULT_CATEGORY
     for i, line in enumerate(lines):
         text = line.strip()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from qmd_finetune.io import read_json_objects
 from qmd_finetune.records import Item, Record, RecordError, only_mode, parse_expansion, render
 from qmd_finetune.reward import DEFAULT_RUBRIC
 
@@ -91,19 +91,7 @@ class Collection:
 def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise CollectionError(f"{path}: no such file")
-    rows = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CollectionError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise CollectionError(f"{path}:{line_no}: expected a JSON object")
-            rows.append((line_no, row))
-    return rows
+    return list(read_json_objects(path, CollectionError))
 
 
 def _text_field(path: Path, line_no: int, row: dict[str, Any], key: str, required: bool) -> str:

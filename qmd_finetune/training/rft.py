@@ -26,6 +26,7 @@ from statistics import mean
 from typing import Any
 
 from qmd_finetune import quality
+from qmd_finetune.io import read_json_objects
 from qmd_finetune.records import parse_prefixed
 from qmd_finetune.reward import score
 from qmd_finetune.training.common import Log, dataset_dir, prompt_format_for, starting_model
@@ -120,14 +121,8 @@ def check(config: RFTRunConfig) -> None:
 def read_train_rows(root: Path) -> list[dict[str, Any]]:
     path = root / "train.jsonl"
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row.get("completion"):
+    for number, row in read_json_objects(path):
+        if not isinstance(row.get("query"), str) or not row.get("completion"):
             raise ValueError(f"{path}:{number}: not a train prepare row (needs query and completion)")
         rows.append(row)
     if not rows:
