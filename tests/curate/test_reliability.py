@@ -131,42 +131,20 @@ def test_plan_and_splits_are_written_with_the_output_only(tmp_path: Path) -> Non
     assert written == [], "plan, splits or report written by a failed run"
 
 
-def hold_lock_in_child(target: Path) -> subprocess.Popen:
-    code = (
-        "import sys, time\n"
-        "from qmd_finetune.locks import hold\n"
-        "with hold(sys.argv[1]):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, str(target)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert child.stdout is not None and child.stdout.readline().strip() == "held"
-    return child
-
-
-def test_second_run_on_the_same_output_refuses_naming_the_pid(tmp_path: Path) -> None:
+def test_second_run_on_the_same_output_refuses_naming_the_pid(tmp_path: Path, hold_lock) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [good(f"garden topic {i}") for i in range(5)])
     out = tmp_path / "out"
-    child = hold_lock_in_child(out / "b.jsonl")
-    try:
-        result = invoke(balance_args(source, out))
-    finally:
-        child.kill()
-        child.wait()
+    child = hold_lock(out / "b.jsonl")
+    result = invoke(balance_args(source, out))
     assert result.exit_code == 2
     assert f"in use by another run (PID {child.pid})" in result.output
     assert not (out / "b.jsonl").exists()
 
 
-def test_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
+def test_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path, hold_lock) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [good(f"garden topic {i}") for i in range(5)])
     out = tmp_path / "out"
-    child = hold_lock_in_child(out / "b.jsonl")
+    child = hold_lock(out / "b.jsonl")
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert lock_path(out / "b.jsonl").read_text().split()[0] == str(child.pid)

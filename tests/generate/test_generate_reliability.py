@@ -85,53 +85,21 @@ def test_raw_body_of_a_request_reject_is_capped(tmp_path, llm_server, queries_fi
     assert "Bearer ***" in row["raw"] and "HTTP 500" in row["reason"]
 
 
-def test_a_second_run_on_the_same_output_refuses_naming_the_pid(tmp_path, llm_server, queries_file) -> None:
+def test_a_second_run_on_the_same_output_refuses_naming_the_pid(
+    tmp_path, llm_server, queries_file, hold_lock
+) -> None:
     out = tmp_path / "out.jsonl"
-    code = (
-        "import sys, time\n"
-        "from qmd_finetune.locks import hold\n"
-        "with hold(sys.argv[1]):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, str(out)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "held"
-        result = _expand("openai/m", llm_server, queries_file, out)
-    finally:
-        child.kill()
-        child.wait()
+    child = hold_lock(out)
+    result = _expand("openai/m", llm_server, queries_file, out)
     assert result.exit_code == 2
     assert f"in use by another run (PID {child.pid})" in result.output
     assert llm_server.count("/chat/completions") == 0 and not out.exists()
 
 
-def test_a_second_run_on_the_same_cache_refuses(tmp_path, llm_server, queries_file) -> None:
+def test_a_second_run_on_the_same_cache_refuses(tmp_path, llm_server, queries_file, hold_lock) -> None:
     cache = tmp_path / "shared.sqlite"
-    code = (
-        "import sys, time\n"
-        "from qmd_finetune.locks import hold\n"
-        "with hold(sys.argv[1]):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, str(cache)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "held"
-        result = _expand("openai/m", llm_server, queries_file, tmp_path / "b.jsonl", "--cache", str(cache))
-    finally:
-        child.kill()
-        child.wait()
+    hold_lock(cache)
+    result = _expand("openai/m", llm_server, queries_file, tmp_path / "b.jsonl", "--cache", str(cache))
     assert result.exit_code == 2 and "response cache is in use by another run" in result.output
 
 
