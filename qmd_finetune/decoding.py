@@ -13,7 +13,10 @@ largest number of lines (7; 3 in only mode).
 - every line starts with a prefix the query allows (``hyde: ``, ``lex: ``, ``vec: ``; only the
   asked kind for ``/only:KIND``; hyde only as the first line), and no kind exceeds its count
   (hyde 1, lex 3, vec 3); blank lines are not allowed;
-- a line may not end as a copy of an earlier line (case-insensitive), nor end empty;
+- a line may not end as a copy of an earlier line (case-insensitive), nor end empty, nor, for
+  ``lex:`` and ``vec:``, as an echo of the query (the rubric's ``echoes``: the query plus fewer
+  than 10 characters; BM25 already searches the query itself), so the model writes on;
+- a line that reaches :data:`LINE_CHARS` must end;
 - once no prefix is left, or the answer has lex and vec lines and a line ends, the model may
   end; when nothing more is allowed, the end-of-turn token is forced.
 """
@@ -26,8 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qmd_finetune.records import only_mode
+from qmd_finetune.reward import echoes
 
 LIMITS = {"hyde": 1, "lex": 3, "vec": 3}
+LINE_CHARS = {"hyde": 300, "lex": 80, "vec": 160}
+"""A line that reaches this many characters must end (strict): above the longest line of each
+kind in the curated reference data (hyde 427 before trimming and 200 after, lex 64, vec 120),
+so it only stops a runaway line (``cache: { cache: { ...`` to the token budget)."""
 PREFIXES = ("hyde: ", "lex: ", "vec: ")
 MODES = ("free", "safe", "strict")
 
@@ -143,6 +151,15 @@ class FormatConstraint:
             self._prefix_cache[key] = sorted(ok)
         return self._prefix_cache[key]
 
+    def _end_line(self, scores: Any, row: int, may_stop: bool) -> None:
+        """Only a line break (or, when the answer may end, the end-of-turn token) is allowed."""
+        import torch
+
+        index = self.breaks if not may_stop else torch.cat([self.breaks, torch.tensor([self.eos])])
+        keep = torch.full_like(scores[row], -float("inf"))
+        keep[index] = scores[row, index]
+        scores[row] = keep
+
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
@@ -165,7 +182,14 @@ class FormatConstraint:
             prefixes = tuple(allowed_prefixes(query, state))
             if any(state.partial.startswith(p) for p in PREFIXES):
                 scores[row, self.bad_breaks] = -float("inf")
-                if state.partial in PREFIXES or state.partial.strip().lower() in state.seen:
+                kind, _, content = state.partial.partition(": ")
+                if len(content) >= LINE_CHARS[kind]:
+                    self._end_line(scores, row, may_end(query, read_state(text + "\n")))
+                elif (
+                    state.partial in PREFIXES
+                    or state.partial.strip().lower() in state.seen
+                    or (kind != "hyde" and echoes(content.strip(), only_mode(query)[0]))
+                ):
                     scores[row, self.breaks] = -float("inf")
                     scores[row, self.eos] = -float("inf")
                 elif not may_end(query, read_state(text + "\n")):

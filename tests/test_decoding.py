@@ -75,3 +75,52 @@ def test_safe_and_strict_generation_with_the_real_model() -> None:
             assert set(kinds) == {"lex"}
         items, unknown = parse_prefixed("\n".join(lines))
         assert items and not unknown
+
+
+@pytest.fixture(scope="module")
+def constraint_for():
+    from transformers import AutoTokenizer
+
+    from qmd_finetune.decoding import FormatConstraint
+    from qmd_finetune.embedded import model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir()))
+    built = FormatConstraint(tokenizer, [], 0, "strict")
+
+    def run(query: str, text: str):
+        import torch
+
+        built.queries = [query]
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        return built(ids, torch.zeros((1, len(built.pieces)))), built
+
+    return run
+
+
+def test_strict_lex_and_vec_lines_may_not_end_as_an_echo_of_the_query(constraint_for) -> None:
+    import torch
+
+    for text in ("lex: auth", "lex: auth token", "hyde: Tokens.\nvec: Auth "):
+        scores, c = constraint_for("auth", text)
+        assert torch.isinf(scores[0, c.breaks]).all() and torch.isinf(scores[0, c.eos]), text
+        assert torch.isfinite(scores[0]).any()  # the line goes on
+    scores, c = constraint_for("auth", "lex: auth token refresh flow")  # 10+ characters more: no echo
+    assert torch.isfinite(scores[0, c.breaks]).any()  # a plain line break may end it
+    scores, c = constraint_for("auth /only:lex", "lex: auth login")  # only mode: echo of "auth"
+    assert torch.isinf(scores[0, c.breaks]).all()
+    scores, c = constraint_for("auth", "hyde: auth")  # a hyde passage is not checked for echoes
+    assert torch.isfinite(scores[0, c.breaks]).any()
+
+
+def test_strict_a_runaway_line_must_end_at_its_character_limit(constraint_for) -> None:
+    import torch
+
+    from qmd_finetune.decoding import LINE_CHARS
+
+    loop = "hyde: " + "cache: { " * (LINE_CHARS["hyde"] // 9 + 1)
+    scores, c = constraint_for("redis caching", loop)
+    finite = torch.isfinite(scores[0]).nonzero().flatten().tolist()
+    assert finite and set(finite) <= set(c.breaks.tolist())  # no eos: lex and vec still missing
+    scores, c = constraint_for("redis caching", "lex: redis cache\nvec: " + "how to cache " * 13)
+    finite = set(torch.isfinite(scores[0]).nonzero().flatten().tolist())
+    assert c.eos in finite and finite <= set(c.breaks.tolist()) | {c.eos}

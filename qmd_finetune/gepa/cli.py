@@ -25,13 +25,13 @@ def optimize(
     model: str = typer.Option(
         ...,
         "--model",
-        help="Student model (LiteLLM string: ollama_chat/..., anthropic/..., openai/... with --api-base, local/smollm2).",
+        help="Student model (LiteLLM string: ollama_chat/..., anthropic/..., openai/... with --api-base, local/smollm2, or local/<dir> for a model trained with train sft).",
     ),
     reflection_model: str | None = typer.Option(
         None,
         "--reflection-model",
         help="Reflection model (LiteLLM string), or 'rubric' for the deterministic offline proposer. "
-        "Default: the task model, or rubric when the task model is local/smollm2.",
+        "Default: the task model, or rubric when the task model is local (local/smollm2 or local/<dir>).",
     ),
     train: Path = typer.Option(
         ..., "--train", help="Training queries: text (one per line) or JSONL with 'query'."

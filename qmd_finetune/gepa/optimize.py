@@ -126,8 +126,14 @@ def model_problem(model: str, flag: str, allow_rubric: bool = False) -> str | No
     if not name:
         return f"{flag}: {model!r} names a provider but no model"
     if provider == "local":
-        if name not in MODEL_NAMES:
-            return f"{flag}: unknown local model {model!r}; the embedded model is local/smollm2"
+        if name in MODEL_NAMES:
+            return None
+        from qmd_finetune.generate.local_llm import check_model
+
+        try:  # local/<dir>: a `train sft` output or a model directory, as `generate expand` takes
+            check_model(model)
+        except ValueError as exc:
+            return f"{flag}: {exc}"
         return None
     providers = {getattr(p, "value", p) for p in litellm.provider_list}
     if provider not in providers:

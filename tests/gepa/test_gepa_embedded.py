@@ -63,3 +63,31 @@ def test_offline_run_with_the_embedded_model_writes_a_consistent_report(tmp_path
     rejects = tmp_path / "e.rejects.jsonl"
     rejected = len(rejects.read_text().splitlines()) if rejects.exists() else 0
     assert len(rows) + rejected == 3
+
+
+def test_a_model_directory_runs_as_local_dir_with_rubric_reflection_by_default(tmp_path):
+    """``--model local/<dir>``: a model the user trained (here the embedded model's own directory,
+    a plain model directory as `train sft` writes to merged/) is the student, served by the same
+    embedded provider; with no --reflection-model the summary says rubric was chosen."""
+    from qmd_finetune.embedded import model_dir
+
+    queries = tmp_path / "queries.txt"
+    queries.write_text("docker compose networking\ngit rebase vs merge\n")
+    model = f"local/{model_dir()}"
+    cmd = [
+        str(Path(sys.executable).parent / "gepa"), "optimize", "--model", model, "--train", str(queries),
+        "--val-limit", "1", "--max-metric-calls", "2", "--minibatch-size", "1", "--max-tokens", "24",
+        "--run-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "reflection: rubric" in done.stdout
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["model"] == model and len(report["per_query"]) == 1
+
+    missing = subprocess.run(
+        [*cmd[:3], f"local/{tmp_path / 'no-such-model'}", *cmd[4:]], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 2 and "unknown local model" in missing.stderr + missing.stdout
+    assert "Traceback" not in missing.stderr
