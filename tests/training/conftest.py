@@ -168,4 +168,5 @@ def sft_args(dataset: Path, out: Path) -> list[str]:
         "--lora_alpha", "8",
         "--torch_num_threads", "1",
         "--learning_rate", "1e-3",
+        "--packing", "false",
     ]  # fmt: skip
