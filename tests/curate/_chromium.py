@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,12 +106,15 @@ class Chromium:
         self.pages: dict[str, Page] = {}
 
     async def __aenter__(self) -> Chromium:
-        self.profile = tempfile.TemporaryDirectory(prefix="qmd-chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="qmd-chromium-", ignore_cleanup_errors=True)
+        # its own session: closing ends the whole process tree (renderers and the crash
+        # handler keep writing into the profile after the browser process has gone)
         self.process = subprocess.Popen(
             [self.exe, *FLAGS, f"--user-data-dir={self.profile.name}", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         url = await asyncio.get_running_loop().run_in_executor(None, self._devtools_url)
         self.http = aiohttp.ClientSession()
@@ -133,13 +138,23 @@ class Chromium:
         self.listener.cancel()
         await self.ws.close()
         await self.http.close()
-        self.process.terminate()
+        self._signal_group(signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._signal_group(signal.SIGKILL)
+        for _ in range(20):
+            shutil.rmtree(self.profile.name, ignore_errors=True)
+            if not os.path.exists(self.profile.name):
+                break
+            time.sleep(0.1)
         self.profile.cleanup()
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
 
     async def _listen(self) -> None:
         async for message in self.ws:
