@@ -52,8 +52,12 @@ def cell(value: Any) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="bench/train_quality.py --out dirs or bench.json files")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="bench/train_quality.py --out dirs or bench.json files"
+    )
     args = parser.parse_args()
     rows = []
     for path in args.runs:

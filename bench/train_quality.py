@@ -6,7 +6,8 @@ The same SFT recipe (configs/sft.yaml unless --config, with --set overrides) is 
 and compared with the base SmolLM2-135M-Instruct on eval_queries.txt. Per model: mean reward
 under rubric v1 and v2, per category, the format-complete rate (answers with lex and vec, or
 the asked kind in only mode), the echo rate (answers with a lex line that echoes the query),
-the distinct-lex ratio (distinct lex lines / lex lines), the quality-gate pass rate, and the
+the distinct-lex ratio (distinct lex lines / lex lines), the quality-gate pass rate, the
+template rate (answers whose hyde passage 3+ queries share: quality.template_answers), and the
 train and eval time. Prints points against base and raw measured in the same run; writes
 bench.json and bench.png into --out.
 
@@ -81,6 +82,7 @@ def answer_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
         lex_distinct += len({line.strip().lower() for line in lex})
         gate_pass += not quality.check_text(query, text)
     n = len(results)
+    templates = quality.template_answers([(row["query"], row["output"]) for row in results])
     return {
         "n": n,
         "mean": {r: round(mean(v), 2) for r, v in per_rubric.items()},
@@ -92,6 +94,7 @@ def answer_metrics(results: list[dict[str, Any]]) -> dict[str, Any]:
         "echo_rate": round(echo / n, 3),
         "distinct_lex": round(lex_distinct / lex_total, 3) if lex_total else None,
         "gate_pass": round(gate_pass / n, 3),
+        "template_rate": round(sum(templates) / n, 3),
     }
 
 
@@ -328,7 +331,10 @@ def main() -> None:
     print()
     print("train rows: " + ", ".join(f"{name} {c['train']}" for name, c in prep.items()))
     head = f"{'model':8} {'v1 %':>6} {'v2 %':>6} {'v1 vs base':>10} {'v1 vs raw':>9} {'complete':>8}"
-    print(head + f" {'echo':>5} {'dist.lex':>8} {'gate ok':>7} {'steps':>5} {'train min':>9} {'eval s':>6}")
+    print(
+        head
+        + f" {'echo':>5} {'dist.lex':>8} {'gate ok':>7} {'templ.':>6} {'steps':>5} {'train min':>9} {'eval s':>6}"
+    )
     for name in runs:
         r = results[name]
         vs_base = f"{r['mean']['v1'] - base['v1']:+.1f}p" if base else "n/a"
@@ -336,7 +342,7 @@ def main() -> None:
         print(
             f"{name:8} {r['mean']['v1']:6.1f} {r['mean']['v2']:6.1f} {vs_base:>10} {vs_raw:>9} "
             f"{r['format_complete']:8.0%} {r['echo_rate']:5.0%} {r['distinct_lex'] or 0:8.2f} {r['gate_pass']:7.0%} "
-            f"{r.get('steps', 0):5} {r.get('train_seconds', 0) / 60:9.1f} {r['eval_seconds']:6.0f}"
+            f"{r.get('template_rate', 0):6.0%} {r.get('steps', 0):5} {r.get('train_seconds', 0) / 60:9.1f} {r['eval_seconds']:6.0f}"
         )
     if "curated" in results and "raw" in results:
         for rubric in RUBRICS:

@@ -206,3 +206,63 @@ def rule_of(reason: str) -> str:
 
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+TEMPLATE_MIN_QUERIES = 3
+"""A hyde passage is a template when this many distinct queries of one batch of answers share
+it. 3 of the 36 eval queries: two answers can share a phrase by chance, three near-identical
+passages of 8+ words of their own do not (measured: a raw-data model wrote one passage for 21
+of the 36 eval queries, the curated and base models none)."""
+TEMPLATE_MIN_WORDS = 8
+"""Signatures shorter than this (words of the passage not in its query) are never templates:
+short passages share their few extra words by chance."""
+TEMPLATE_SIMILARITY = 0.8
+"""Two signatures are one template at this Jaccard similarity or more. Not 1.0: the query's own
+words leave the signature, so "ideas for new feature" takes "for" out of the template's
+"tips for beginners" (23 of 24 words shared)."""
+
+
+def template_signature(query: str, text: str) -> frozenset[str] | None:
+    """The words of ``text``'s first hyde passage that are not words of its base query.
+
+    ``None`` when there is no hyde line or the signature is under :data:`TEMPLATE_MIN_WORDS`.
+    "This comprehensive guide covers everything you need to know about X. ..." has one
+    signature whatever X is: it is the answer written without reading the query."""
+    items, _ = parse_prefixed(text)
+    hyde = next((t for k, t in items if k == "hyde"), None)
+    if hyde is None:
+        return None
+    base = ONLY_RE.sub("", query)
+    own = frozenset(_words(hyde)) - set(_words(base))
+    return own if len(own) >= TEMPLATE_MIN_WORDS else None
+
+
+def template_answers(
+    answers: Sequence[tuple[str, str]],
+    min_queries: int = TEMPLATE_MIN_QUERIES,
+    similarity: float = TEMPLATE_SIMILARITY,
+) -> list[bool]:
+    """Per ``(query, text)`` answer: is its hyde a template that ``min_queries`` or more
+    distinct queries of this batch share (signatures at ``similarity`` Jaccard or more)?
+
+    A judgement over the set of answers, as clean's ``boilerplate`` rule makes over a dataset:
+    the rubric scores one answer at a time and rates a fluent template 80-90%; only the set
+    shows that the passage never depended on the query. Pairwise, so meant for eval-sized
+    batches (500 answers: about 125,000 set comparisons)."""
+    signatures = [template_signature(q, t) for q, t in answers]
+    bases = [ONLY_RE.sub("", q).strip().lower() for q, _ in answers]
+    out = []
+    for i, sig in enumerate(signatures):
+        if sig is None:
+            out.append(False)
+            continue
+        sharing = {bases[i]}
+        for j, other in enumerate(signatures):
+            if (
+                other is not None
+                and bases[j] not in sharing
+                and len(sig & other) >= similarity * len(sig | other)
+            ):
+                sharing.add(bases[j])
+        out.append(len(sharing) >= min_queries)
+    return out

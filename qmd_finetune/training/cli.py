@@ -299,6 +299,8 @@ def evaluate_command(
 
 
 def _print_report(report: dict, show: int) -> None:
+    from qmd_finetune import quality
+
     comparison = report.get("compare")
     table = Table(
         title=f"{report['loaded']}: mean {report['mean']:.1f}% over {report['n']} queries (rubric {report['rubric']})"
@@ -315,6 +317,12 @@ def _print_report(report: dict, show: int) -> None:
             row.append("" if delta is None else f"{delta:+.1f}")
         table.add_row(*row)
     console.print(table)
+    if report.get("template_answers"):
+        console.print(
+            f"template hyde in {report['template_answers']} of {report['n']} answers (one passage "
+            f"for {quality.TEMPLATE_MIN_QUERIES}+ queries; the rubric scores each answer alone and does not see it)",
+            highlight=False,
+        )
     worst = sorted(report["results"], key=lambda r: r["percentage"])[:show]
     for r in worst:
         first = r["deductions"][0] if r["deductions"] else ""

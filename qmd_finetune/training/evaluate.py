@@ -273,12 +273,17 @@ def _aggregate(results: list[dict[str, Any]], rubric: str) -> dict[str, Any]:
         ratings[r["rating"]] += 1
         for reason in r["gate"]:
             gate[quality.rule_of(reason)] += 1
+    templates = quality.template_answers([(r["query"], r["output"]) for r in results])
+    for r, template in zip(results, templates):
+        r["template"] = template
     return {
         "rubric": rubric,
         "n": len(results),
         "mean": round(mean(r["percentage"] for r in results), 2),
         "ratings": dict(ratings),
         "gate": dict(gate),
+        # answers whose hyde is one passage shared by 3+ queries: the rubric rates them alone
+        "template_answers": sum(templates),
         "categories": {c: {"n": len(v), "mean": round(mean(v), 2)} for c, v in by_category.items()},
     }
 

@@ -79,7 +79,12 @@ def test_a_model_directory_runs_as_local_dir_with_rubric_reflection_by_default(t
         "--val-limit", "1", "--max-metric-calls", "2", "--minibatch-size", "1", "--max-tokens", "24",
         "--run-dir", str(tmp_path / "run"),
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "reflection: rubric" in done.stdout
