@@ -16,6 +16,12 @@ largest number of lines (7; 3 in only mode).
 - a line may not end as a copy of an earlier line (case-insensitive), nor end empty, nor, for
   ``lex:`` and ``vec:``, as an echo of the query (the rubric's ``echoes``: the query plus fewer
   than 10 characters; BM25 already searches the query itself), so the model writes on;
+- a ``lex:``/``vec:`` line may not grow into an earlier line of its kind (no token that would
+  make it start with that line, case-insensitive), and may not end while it is too similar to
+  one (the rubric's ``is_diverse`` at the stricter of the v1 and v2 distances) unless writing on
+  cannot help (the earlier line is inside it). Without this rule the copy rule above turned
+  copies into near-copies: "auth login sign-up" then "auth login sign-up form" (21 of 36 eval
+  answers of the curated model had such a pair);
 - a line that reaches :data:`LINE_CHARS` must end;
 - once no prefix is left, or the answer has lex and vec lines and a line ends, the model may
   end; when nothing more is allowed, the end-of-turn token is forced.
@@ -29,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qmd_finetune.records import only_mode
-from qmd_finetune.reward import echoes
+from qmd_finetune.reward import diversity_threshold, echoes, is_diverse
 
 LIMITS = {"hyde": 1, "lex": 3, "vec": 3}
 LINE_CHARS = {"hyde": 300, "lex": 80, "vec": 160}
@@ -37,6 +43,8 @@ LINE_CHARS = {"hyde": 300, "lex": 80, "vec": 160}
 kind in the curated reference data (hyde 427 before trimming and 200 after, lex 64, vec 120),
 so it only stops a runaway line (``cache: { cache: { ...`` to the token budget)."""
 PREFIXES = ("hyde: ", "lex: ", "vec: ")
+V1_DISTANCE = {"lex": 2, "vec": 3}
+"""Rubric v1's word distances for a diverse pair; v2 uses ``diversity_threshold(query)``."""
 MODES = ("free", "safe", "strict")
 
 
@@ -53,6 +61,8 @@ class LineState:
     lines: int = 0
     partial: str = ""
     seen: set[str] = field(default_factory=set)
+    contents: dict[str, list[str]] = field(default_factory=dict)
+    """Per kind, the finished lines' text after the prefix, stripped and lower-cased."""
 
 
 def read_state(text: str) -> LineState:
@@ -63,6 +73,7 @@ def read_state(text: str) -> LineState:
         state.counts[kind] = state.counts.get(kind, 0) + 1
         state.lines += 1
         state.seen.add(line.strip().lower())
+        state.contents.setdefault(kind, []).append(line.partition(":")[2].strip().lower())
     state.partial = partial
     return state
 
@@ -79,6 +90,23 @@ def allowed_prefixes(query: str, state: LineState) -> list[str]:
             continue
         out.append(f"{kind}: ")
     return out
+
+
+def min_distance(kind: str, query: str) -> int:
+    """Word distance a lex/vec pair needs to count as diverse under both rubrics."""
+    return max(V1_DISTANCE[kind], diversity_threshold(only_mode(query)[0]))
+
+
+def too_similar(kind: str, content: str, state: LineState, query: str) -> bool:
+    """``content`` is too close to an earlier line of its kind, and writing on could fix it."""
+    if kind not in V1_DISTANCE:
+        return False
+    low = content.strip().lower()
+    distance = min_distance(kind, query)
+    return any(
+        earlier and earlier not in low and not is_diverse(low, earlier, distance)
+        for earlier in state.contents.get(kind, ())
+    )
 
 
 def may_end(query: str, state: LineState) -> bool:
@@ -126,6 +154,23 @@ class FormatConstraint:
         for i, piece in self._line_pieces:
             self._by_piece.setdefault(piece, []).append(i)
         self._sorted = sorted(self._by_piece)
+        self._by_lower: dict[str, list[int]] = {}
+        for i, piece in self._line_pieces:
+            self._by_lower.setdefault(piece.lower(), []).append(i)
+        self._sorted_lower = sorted(self._by_lower)
+        self._completing_cache: dict[str, list[int]] = {}
+
+    def _completing(self, rest: str) -> list[int]:
+        """Tokens whose lower-cased piece starts with ``rest``: the ones that would finish it."""
+        if rest not in self._completing_cache:
+            ok: list[int] = []
+            start = bisect.bisect_left(self._sorted_lower, rest)
+            for piece in itertools.islice(self._sorted_lower, start, None):
+                if not piece.startswith(rest):
+                    break
+                ok.extend(self._by_lower[piece])
+            self._completing_cache[rest] = ok
+        return self._completing_cache[rest]
 
     def _tokens_for(self, partial: str, prefixes: tuple[str, ...]) -> list[int]:
         """Tokens that keep ``partial`` on the way to (or past) one of ``prefixes``, on one line.
@@ -185,10 +230,19 @@ class FormatConstraint:
                 kind, _, content = state.partial.partition(": ")
                 if len(content) >= LINE_CHARS[kind]:
                     self._end_line(scores, row, may_end(query, read_state(text + "\n")))
-                elif (
+                    continue
+                if kind in V1_DISTANCE:
+                    low = content.lower()
+                    for earlier in state.contents.get(kind, ()):
+                        if earlier.startswith(low) and len(earlier) > len(low):
+                            banned = self._completing(earlier[len(low) :])
+                            if banned:
+                                scores[row, banned] = -float("inf")
+                if (
                     state.partial in PREFIXES
                     or state.partial.strip().lower() in state.seen
                     or (kind != "hyde" and echoes(content.strip(), only_mode(query)[0]))
+                    or too_similar(kind, content, state, query)
                 ):
                     scores[row, self.breaks] = -float("inf")
                     scores[row, self.eos] = -float("inf")
