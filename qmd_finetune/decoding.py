@@ -16,12 +16,12 @@ largest number of lines (7; 3 in only mode).
 - a line may not end as a copy of an earlier line (case-insensitive), nor end empty, nor, for
   ``lex:`` and ``vec:``, as an echo of the query (the rubric's ``echoes``: the query plus fewer
   than 10 characters; BM25 already searches the query itself), so the model writes on;
-- a ``lex:``/``vec:`` line may not grow into an earlier line of its kind (no token that would
-  make it start with that line, case-insensitive), and may not end while it is too similar to
-  one (the rubric's ``is_diverse`` at the stricter of the v1 and v2 distances) unless writing on
-  cannot help (the earlier line is inside it). Without this rule the copy rule above turned
-  copies into near-copies: "auth login sign-up" then "auth login sign-up form" (21 of 36 eval
-  answers of the curated model had such a pair);
+- a ``lex:``/``vec:`` line may not grow into an earlier line of its kind: no token that would
+  make it start with that line (case-insensitive). Without it the copy rule above turned copies
+  into near-copies the rubric deducts ("auth login sign-up" then "auth login sign-up form": 21
+  of 36 eval answers of the curated model had such a pair, 13 with the rule). Refusing to end
+  any too-similar line was tried and dropped: it scored 0.7 points more but ran 6 lex lines on
+  to 60-80 characters of loops ("docker compose docker compose-file create-docker-...");
 - a line that reaches :data:`LINE_CHARS` must end;
 - once no prefix is left, or the answer has lex and vec lines and a line ends, the model may
   end; when nothing more is allowed, the end-of-turn token is forced.
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qmd_finetune.records import only_mode
-from qmd_finetune.reward import diversity_threshold, echoes, is_diverse
+from qmd_finetune.reward import echoes
 
 LIMITS = {"hyde": 1, "lex": 3, "vec": 3}
 LINE_CHARS = {"hyde": 300, "lex": 80, "vec": 160}
@@ -43,8 +43,6 @@ LINE_CHARS = {"hyde": 300, "lex": 80, "vec": 160}
 kind in the curated reference data (hyde 427 before trimming and 200 after, lex 64, vec 120),
 so it only stops a runaway line (``cache: { cache: { ...`` to the token budget)."""
 PREFIXES = ("hyde: ", "lex: ", "vec: ")
-V1_DISTANCE = {"lex": 2, "vec": 3}
-"""Rubric v1's word distances for a diverse pair; v2 uses ``diversity_threshold(query)``."""
 MODES = ("free", "safe", "strict")
 
 
@@ -90,23 +88,6 @@ def allowed_prefixes(query: str, state: LineState) -> list[str]:
             continue
         out.append(f"{kind}: ")
     return out
-
-
-def min_distance(kind: str, query: str) -> int:
-    """Word distance a lex/vec pair needs to count as diverse under both rubrics."""
-    return max(V1_DISTANCE[kind], diversity_threshold(only_mode(query)[0]))
-
-
-def too_similar(kind: str, content: str, state: LineState, query: str) -> bool:
-    """``content`` is too close to an earlier line of its kind, and writing on could fix it."""
-    if kind not in V1_DISTANCE:
-        return False
-    low = content.strip().lower()
-    distance = min_distance(kind, query)
-    return any(
-        earlier and earlier not in low and not is_diverse(low, earlier, distance)
-        for earlier in state.contents.get(kind, ())
-    )
 
 
 def may_end(query: str, state: LineState) -> bool:
@@ -231,7 +212,7 @@ class FormatConstraint:
                 if len(content) >= LINE_CHARS[kind]:
                     self._end_line(scores, row, may_end(query, read_state(text + "\n")))
                     continue
-                if kind in V1_DISTANCE:
+                if kind in ("lex", "vec"):
                     low = content.lower()
                     for earlier in state.contents.get(kind, ()):
                         if earlier.startswith(low) and len(earlier) > len(low):
@@ -242,7 +223,6 @@ class FormatConstraint:
                     state.partial in PREFIXES
                     or state.partial.strip().lower() in state.seen
                     or (kind != "hyde" and echoes(content.strip(), only_mode(query)[0]))
-                    or too_similar(kind, content, state, query)
                 ):
                     scores[row, self.breaks] = -float("inf")
                     scores[row, self.eos] = -float("inf")

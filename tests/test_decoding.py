@@ -137,32 +137,9 @@ def test_strict_a_lex_or_vec_line_may_not_grow_into_an_earlier_one(constraint_fo
     networking = c._by_piece[" networking"]
     assert torch.isinf(scores[0, networking]).all()  # case-insensitive: the copy is not finished
     assert torch.isfinite(scores[0, c._by_piece[" volumes"]]).all()
-    assert torch.isinf(scores[0, c.breaks]).all()  # contained in the earlier line: it may not end here
-    scores, c = constraint_for("docker compose networking", earlier + "lex: docker compose volumes")
-    assert torch.isfinite(scores[0, c.breaks]).any()  # two words apart: diverse under v1 and v2
+    assert torch.isfinite(scores[0, c.breaks]).any()  # it may still end short of the earlier line
+    scores, c = constraint_for("docker compose networking", earlier + "lex: docker compose net")
+    assert torch.isinf(scores[0, c._by_piece["working"]]).all()  # piece by piece, the same
     # another kind is not compared
     scores, c = constraint_for("docker compose networking", earlier + "vec: docker compose")
     assert torch.isfinite(scores[0, networking]).all()
-
-
-def test_strict_a_too_similar_line_writes_on_unless_that_cannot_help(constraint_for) -> None:
-    import torch
-
-    from qmd_finetune.decoding import min_distance
-
-    head = "lex: async await typescript\n"
-    scores, c = constraint_for("typescript async await", head + "lex: typescript async await")
-    assert torch.isinf(scores[0, c.breaks]).all()  # the same words in another order
-    scores, c = constraint_for("typescript async await", head + "lex: promise chaining typescript")
-    assert torch.isfinite(scores[0, c.breaks]).any()
-    # the earlier line is inside this one: no continuation makes the pair diverse, so it may end
-    scores, c = constraint_for("container tools", "lex: docker\nvec: run containers\nlex: compose docker")
-    assert torch.isfinite(scores[0, c.breaks]).any()
-    # vec pairs need 3 words apart (v1); a 5-word query needs 3 for lex too (v2)
-    assert min_distance("vec", "auth") == 3 and min_distance("lex", "auth") == 2
-    assert min_distance("lex", "how to rotate aws access keys") == 3
-    vec = "lex: docker\nvec: how to set up docker networks\n"
-    scores, c = constraint_for("docker", vec + "vec: how to set up docker volumes")
-    assert torch.isinf(scores[0, c.breaks]).all()
-    scores, c = constraint_for("docker", vec + "vec: how to mount host folders as docker volumes")
-    assert torch.isfinite(scores[0, c.breaks]).any()
