@@ -211,7 +211,7 @@ def _short(text: str, width: int = 60) -> str:
 TEMPLATE_MIN_QUERIES = 3
 """A hyde passage is a template when this many distinct queries of one batch of answers share
 it. 3 of the 36 eval queries: two answers can share a phrase by chance, three near-identical
-passages of 8+ words of their own do not (measured: a raw-data model wrote one passage for 21
+passages of 8+ words of their own do not (measured: a raw-data model wrote one passage for 25
 of the 36 eval queries, the curated and base models none)."""
 TEMPLATE_MIN_WORDS = 8
 """Signatures shorter than this (words of the passage not in its query) are never templates:
