@@ -30,7 +30,7 @@ def _answer(query: str, hyde: str) -> str:
 
 
 def test_eval_report_counts_answers_whose_hyde_three_queries_share():
-    # the raw-data model's passage, written for 21 of the 36 eval queries (rubric v2: 82-92% each)
+    # the raw-data model's passage, written for 25 of the 36 eval queries (rubric v2: 82-92% each)
     names = ["connection timeout error", "React hooks tutorial", "best laptops right now", "ssh key setup"]
     queries = [EvalQuery(q, "tech") for q in names]
     outputs = [_answer(q, TEMPLATE) for q in names[:3]]
