@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,14 @@ def may_end(query: str, state: LineState) -> bool:
     return state.counts.get("lex", 0) >= 1 and state.counts.get("vec", 0) >= 1
 
 
+def _starting_with(pieces: list[str], ids: dict[str, list[int]], rest: str) -> Iterator[int]:
+    """Token ids of the ``pieces`` (sorted) that start with ``rest``: one range, found by bisection."""
+    for piece in itertools.islice(pieces, bisect.bisect_left(pieces, rest), None):
+        if not piece.startswith(rest):
+            return
+        yield from ids[piece]
+
+
 class FormatConstraint:
     """A ``LogitsProcessor`` for a batch of queries (one per row, left-padded prompts)."""
 
@@ -144,13 +153,7 @@ class FormatConstraint:
     def _completing(self, rest: str) -> list[int]:
         """Tokens whose lower-cased piece starts with ``rest``: the ones that would finish it."""
         if rest not in self._completing_cache:
-            ok: list[int] = []
-            start = bisect.bisect_left(self._sorted_lower, rest)
-            for piece in itertools.islice(self._sorted_lower, start, None):
-                if not piece.startswith(rest):
-                    break
-                ok.extend(self._by_lower[piece])
-            self._completing_cache[rest] = ok
+            self._completing_cache[rest] = list(_starting_with(self._sorted_lower, self._by_lower, rest))
         return self._completing_cache[rest]
 
     def _tokens_for(self, partial: str, prefixes: tuple[str, ...]) -> list[int]:
@@ -169,11 +172,7 @@ class FormatConstraint:
                 rest = prefix[len(partial) :]
                 for end in range(1, len(rest) + 1):
                     ok.update(self._by_piece.get(rest[:end], ()))
-                start = bisect.bisect_left(self._sorted, rest)
-                for piece in itertools.islice(self._sorted, start, None):
-                    if not piece.startswith(rest):
-                        break
-                    ok.update(self._by_piece[piece])
+                ok.update(_starting_with(self._sorted, self._by_piece, rest))
             self._prefix_cache[key] = sorted(ok)
         return self._prefix_cache[key]
 
