@@ -33,7 +33,7 @@ import polars as pl
 
 from qmd_finetune.records import CONTROL_CHARS, INVISIBLE_CHARS, KINDS, Record, RecordError, coerce_record
 from qmd_finetune.redact import redact, redact_frame
-from qmd_finetune.resources import validator
+from qmd_finetune.resources import first_error
 
 FRAME_SCHEMA: dict[str, pl.DataType] = {
     "query": pl.Utf8(),
@@ -499,9 +499,9 @@ def _read_line_slow(
         if len(record.output) > MAX_ITEMS:
             raise RecordError(f"too many output items ({len(record.output)} > {MAX_ITEMS})", "$.output")
         if not _SCHEMA_ONLY_KEYS.isdisjoint(obj):
-            errors = sorted(validator("record").iter_errors(record.to_dict()), key=lambda e: list(e.path))
-            if errors:
-                raise RecordError(errors[0].message, errors[0].json_path)
+            error = first_error("record", record.to_dict())
+            if error is not None:
+                raise RecordError(error.message, error.json_path)
     except RecordError as exc:
         rejects.append(_reject_row(source, line_no, stage, exc.reason, text, exc.path))
         return

@@ -9,6 +9,7 @@ use and anything shaped like a bearer token or a provider key become ``***``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -93,6 +94,22 @@ def redact_value(value: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(value, list):
         return [redact_value(v, secrets) for v in value]
     return value
+
+
+def redacted_json(value: Any, secrets: list[str] | None = None) -> str:
+    """``json.dumps(redact_value(value), ensure_ascii=False)``, but a line that holds no secret
+    and no marker of a token pattern is written as it is, without walking every string in it.
+
+    Exact: JSON escaping works character by character and leaves the markers' characters alone,
+    so a string of ``value`` that holds a secret or a marker puts it into the line too."""
+    secrets = secret_values() if secrets is None else secrets
+    line = json.dumps(value, ensure_ascii=False)
+    lowered = line.lower()
+    if any(marker in lowered for marker in _MARKERS) or any(
+        json.dumps(secret, ensure_ascii=False)[1:-1] in line for secret in secrets
+    ):
+        line = json.dumps(redact_value(value, secrets), ensure_ascii=False)
+    return line
 
 
 def redact_expr(expr: pl.Expr) -> pl.Expr:

@@ -95,3 +95,25 @@ def test_train_cli_messages_are_redacted(tmp_path, monkeypatch) -> None:
     result = CliRunner().invoke(app, ["eval", "--model", f"/no/such/{secret}", "--queries", str(queries)])
     assert result.exit_code == 2
     assert secret not in result.output and "/no/such/***" in result.output
+
+
+def test_redacted_json_equals_redacting_every_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line-level shortcut skips the walk only when nothing in the line could be masked."""
+    import json
+
+    from qmd_finetune.redact import redacted_json
+
+    monkeypatch.setenv("OPENAI_API_KEY", 'pl"ain\\value\u00e9123')  # a secret JSON escapes
+    values = [
+        {"query": text, "output": [["lex", text]], "meta": {"n": 3, "note": [text, None]}}
+        for text, _ in LEAKS
+    ]
+    values += [{"query": text, "meta": {"ok": True}} for text in ORDINARY]
+    values += [
+        {"query": 'echo pl"ain\\value\u00e9123 here', "output": [["vec", "x"]]},
+        {"query": "caf\u00e9 \u00fcber", "output": [["hyde", "nothing to hide \u2014 at all"]]},
+        {"query": "plain", "output": [["lex", "words only"]], "score": 90.5},
+    ]
+    for value in values:
+        assert redacted_json(value) == json.dumps(redact_value(value), ensure_ascii=False)
+    assert "***" in redacted_json(values[-3])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qmd_finetune.generate.prompts import messages_json
 from qmd_finetune.io import OutputError, describe_os_error
 from qmd_finetune.redact import redact_value, secret_values
 
@@ -49,8 +50,16 @@ class CachedResponse:
 
 
 def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
-    payload = json.dumps(
-        {"model": model, "messages": messages, "params": params}, sort_keys=True, ensure_ascii=False
+    payload = "".join(
+        (
+            '{"messages": ',
+            messages_json(messages, sort_keys=True, ensure_ascii=False),
+            ', "model": ',
+            json.dumps(model, ensure_ascii=False),
+            ', "params": ',
+            json.dumps(params, sort_keys=True, ensure_ascii=False),
+            "}",
+        )
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -132,10 +141,14 @@ class ResponseCache:
     def _row(self, entry: tuple) -> tuple:
         key, model, messages, params, text, prompt_tokens, completion_tokens, cost, created = entry
         clean = [{k: self._redacted(v) for k, v in m.items()} for m in messages]
-        request = json.dumps(
-            {"messages": clean, "params": redact_value(params, self._secrets)},
-            sort_keys=True,
-            ensure_ascii=False,
+        request = "".join(
+            (
+                '{"messages": ',
+                messages_json(clean, sort_keys=True, ensure_ascii=False),
+                ', "params": ',
+                json.dumps(redact_value(params, self._secrets), sort_keys=True, ensure_ascii=False),
+                "}",
+            )
         )
         text = redact_value(text, self._secrets)
         return key, model, request, text, prompt_tokens, completion_tokens, cost, created

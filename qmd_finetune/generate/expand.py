@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import gc
 import json
 import signal
@@ -35,7 +36,7 @@ from qmd_finetune.records import (
     has_visible_text,
     parse_expansion,
 )
-from qmd_finetune.redact import redact_value, secret_values
+from qmd_finetune.redact import redacted_json, secret_values
 from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
 
 # Rejects at these stages are final: a re-run skips their queries. "request" rejects
@@ -269,7 +270,7 @@ def judge_answer(
     problem = validate_record(data)
     if problem:
         return "validate", problem
-    return (json.dumps(redact_value(data, checks.secrets), ensure_ascii=False) + "\n").encode("utf-8")
+    return (redacted_json(data, checks.secrets) + "\n").encode("utf-8")
 
 
 _WORKER_CHECKS: Checks | None = None
@@ -330,20 +331,26 @@ class Offload:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+@functools.cache
+def _has_record_schema() -> bool:
+    from qmd_finetune.resources import schema_path
+
+    return schema_path("record").exists()
+
+
 def validate_record(data: dict[str, Any]) -> str | None:
     """Check against schemas/record.schema.json; the record type's own rules when the schema is absent."""
-    from qmd_finetune.resources import schema_path, validator
+    from qmd_finetune.resources import first_error
 
-    if not schema_path("record").exists():
+    if not _has_record_schema():
         try:
             coerce_record(data)
         except RecordError as exc:
             return f"{exc.reason} at {exc.path}"
         return None
-    check = validator("record")
-    if check.is_valid(data):
+    first = first_error("record", data)
+    if first is None:
         return None
-    first = sorted(check.iter_errors(data), key=lambda e: list(e.path))[0]
     path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.path)
     return f"schema: {first.message[:120]} at {path}"
 

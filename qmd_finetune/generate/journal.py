@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from qmd_finetune.io import OutputError, describe_os_error
-from qmd_finetune.redact import redact_value
+from qmd_finetune.redact import redacted_json
 
 
 def repair_tail(path: Path) -> int:
@@ -78,7 +78,7 @@ class JsonlAppender:
         self.written = 0
 
     def append(self, obj: dict[str, Any]) -> None:
-        self.append_line((json.dumps(redact_value(obj), ensure_ascii=False) + "\n").encode("utf-8"))
+        self.append_line((redacted_json(obj) + "\n").encode("utf-8"))
 
     def append_line(self, data: bytes) -> None:
         """One complete line, already encoded and redacted, in one ``write``."""

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from qmd_finetune.generate.prompts import messages_json
 from qmd_finetune.redact import redact as redact_secrets
 from qmd_finetune.redact import register_env
 
@@ -226,6 +227,19 @@ class LocalProvider(Provider):
         local_llm.interrupt()
 
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _chat_body(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> bytes:
+    """``json.dumps({"model": model, "messages": messages, **params})``, what aiohttp's ``json=``
+    sends, with the prompt's messages encoded once per run (cache.messages_json)."""
+    if "model" in params or "messages" in params:
+        return json.dumps({"model": model, "messages": messages, **params}).encode("utf-8")
+    rest = json.dumps(params)[1:-1] if params else ""
+    text = '{"model": ' + json.dumps(model) + ', "messages": ' + messages_json(messages)
+    return (text + (", " + rest if rest else "") + "}").encode("utf-8")
+
+
 class OpenAICompatProvider(Provider):
     """POST {api_base}/chat/completions with aiohttp and a keep-alive pool."""
 
@@ -258,10 +272,13 @@ class OpenAICompatProvider(Provider):
         import aiohttp
 
         model = self.config.model.split("/", 1)[1]
-        body = {"model": model, "messages": messages, **params.to_dict()}
+        body = _chat_body(model, messages, params.to_dict())
         try:
             async with self._get_session().post(
-                self._url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)
+                self._url,
+                data=body,
+                headers=_JSON_HEADERS,
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
