@@ -5,7 +5,8 @@
 In one process, with the same loaded bf16 model and thread count, it times
 - ``baseline``: the earlier path kept here (whole prompt through ``model.generate`` per batch),
 - ``engine``: :class:`EmbeddedEngine` (prompt head computed once, length-sorted batches),
-both free decoding, single (batch 1) and batched (8); then ``generate expand`` on the same
+both free decoding, single (batch 1) and batched (8); the engine with strict decoding, and
+with its linear layers quantized to int8 (``QMD_FINETUNE_DTYPE=int8``); then ``generate expand`` on the same
 queries as subprocesses: ``--baseline`` is a checkout of the earlier commit (``git archive
 <commit> | tar -x -C DIR``), run with the same ``OMP_NUM_THREADS``. Every figure is printed
 with the ``uptime`` load at the time; compare ratios, not absolute numbers.
@@ -100,12 +101,27 @@ def in_process(queries: list[str], max_new_tokens: int, batch: int) -> None:
         lambda: sum(r.completion_tokens for r in eng.generate(conversations, params)),
     )
     strict = local_llm.GenParams(max_new_tokens=max_new_tokens, decoding="strict")
-    timed(
+    eng_dtype = str(eng._model.dtype).replace("torch.", "")
+    rates["strictB"] = timed(
         "engine batched, strict decoding",
+        lambda: sum(r.completion_tokens for r in eng.generate(conversations, strict)),
+    )
+    # QMD_FINETUNE_DTYPE=int8: the same weights, linear layers quantized (embedded.quantize_int8)
+    from qmd_finetune import embedded
+
+    eng._model, eng._heads = embedded.quantize_int8(eng._model), type(eng._heads)()
+    eng.generate(singles[:1], params)  # warm-up: the int8 head cache
+    rates["int8B"] = timed(
+        "engine batched, int8", lambda: sum(r.completion_tokens for r in eng.generate(conversations, params))
+    )
+    rates["int8strictB"] = timed(
+        "engine batched, int8, strict",
         lambda: sum(r.completion_tokens for r in eng.generate(conversations, strict)),
     )
     print(f"ratio single  engine/baseline: {rates['eng1'] / rates['base1']:.2f}x")
     print(f"ratio batched engine/baseline: {rates['engB'] / rates['baseB']:.2f}x")
+    print(f"ratio batched int8/{eng_dtype}: {rates['int8B'] / rates['engB']:.2f}x")
+    print(f"ratio batched strict int8/{eng_dtype}: {rates['int8strictB'] / rates['strictB']:.2f}x")
 
 
 def expand_wall(tree: Path, queries: list[str], threads: str) -> float:

@@ -178,6 +178,11 @@ class RecordBuilder:
         self.params = cfg.params.to_dict()
         self.checks = Checks(cfg.rubric, cfg.quality_gate, cfg.min_score, self.prompt_lines, secret_values())
         self.offload: Offload | None = None
+        self.dtype = None  # the embedded model's weights, recorded in meta
+        if cfg.model.startswith("local/"):
+            from qmd_finetune.embedded import generation_dtype_name
+
+            self.dtype = generation_dtype_name()
 
     def reject(self, item: QueryItem, stage: str, reason: str, raw: str | None) -> str:
         row: dict[str, Any] = {
@@ -226,6 +231,8 @@ class RecordBuilder:
         }
         if self.cfg.batch:
             meta["batch"] = True
+        if self.dtype is not None:
+            meta["dtype"] = self.dtype
         return meta
 
     def finish(self, item: QueryItem, text: str, verdict: bytes | tuple[str, str]) -> str | None:

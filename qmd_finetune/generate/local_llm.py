@@ -302,9 +302,12 @@ class EmbeddedEngine:
             name = (
                 "local/smollm2" if self.model_name in MODEL_NAMES else str(Path(self.model_name).expanduser())
             )
-            model, tokenizer, source = models.load(name, dtype=embedded.best_dtype())
+            dtype, int8 = embedded.generation_dtype()
+            model, tokenizer, source = models.load(name, dtype=dtype)
+            if int8:
+                model = embedded.quantize_int8(model)
             tokenizer.padding_side = "left"
-            self.source = source.describe()
+            self.source = source.describe() + (" (int8)" if int8 else "")
             self._tokenizer, self._model = tokenizer, model
 
     def interrupt(self) -> None:

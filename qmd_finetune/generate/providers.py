@@ -554,6 +554,9 @@ def make_provider(config: ProviderConfig, concurrency: int = 16) -> Provider:
         from qmd_finetune.generate import local_llm
 
         local_llm.register_litellm_provider()
+        from qmd_finetune.embedded import generation_dtype
+
+        generation_dtype()  # a bad QMD_FINETUNE_DTYPE fails here, before any request
         return LocalProvider(config)
     if provider == "anthropic" and config.client != "litellm":
         return AnthropicProvider(config)

@@ -198,18 +198,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Load exactly ``model_name`` (see models.inspect_model), generate, score with ``rubric``;
     returns the report."""
-    import torch
-
-    from qmd_finetune.embedded import best_dtype
-
     rubric = check_rubric(rubric)
     queries = read_eval_queries(queries_path)[:limit] if limit else read_eval_queries(queries_path)
     if not queries:
         raise ValueError(f"no queries in {queries_path}")
     source = inspect(model_name)
-    torch_dtype = {"auto": best_dtype(), "fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    tokenizer = load_tokenizer(source)
-    model = load_model(source, dtype=torch_dtype, merge=True)
+    model, tokenizer, dtype_label = load_for_eval(source, dtype)
     fmt = prompt_format(source)
     start = time.monotonic()
     outputs = generate(
@@ -217,10 +211,23 @@ def evaluate(
     )
     seconds = time.monotonic() - start
     report = build_report(
-        model_name, source, queries, outputs, fmt, str(queries_path), seconds, str(torch_dtype), rubric
+        model_name, source, queries, outputs, fmt, str(queries_path), seconds, dtype_label, rubric
     )
     report["decoding"] = decoding
     return report
+
+
+def load_for_eval(source: Any, dtype: str) -> tuple[Any, Any, str]:
+    """The merged model, its tokenizer and the name of its dtype for the report (``dtype``:
+    auto | fp32 | bf16 | int8, see embedded.generation_dtype)."""
+    from qmd_finetune.embedded import generation_dtype, quantize_int8
+
+    torch_dtype, int8 = generation_dtype(dtype)
+    tokenizer = load_tokenizer(source)
+    model = load_model(source, dtype=torch_dtype, merge=True)
+    if int8:
+        return quantize_int8(model), tokenizer, "int8 (dynamic, per channel)"
+    return model, tokenizer, str(torch_dtype)
 
 
 def build_report(

@@ -573,17 +573,11 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Generate the model's answers for the collection's queries; the ``train eval`` report
     (``rubric`` on those answers) with a ``retrieval`` section."""
-    import torch
-
-    from qmd_finetune.embedded import best_dtype
     from qmd_finetune.training import evaluate as ev
     from qmd_finetune.training.models import inspect_model as inspect
-    from qmd_finetune.training.models import load_model, load_tokenizer
 
     source = inspect(model_name)
-    torch_dtype = {"auto": best_dtype(), "fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    tokenizer = load_tokenizer(source)
-    model = load_model(source, dtype=torch_dtype, merge=True)
+    model, tokenizer, dtype_label = ev.load_for_eval(source, dtype)
     fmt = ev.prompt_format(source)
     start = time.monotonic()
     outputs = ev.generate(model, tokenizer, collection.queries, fmt, batch_size, max_new_tokens, decoding)
@@ -591,7 +585,7 @@ def evaluate_model(
     del model
     queries = [ev.EvalQuery(q, ev.DEFAULT_CATEGORY) for q in collection.queries]
     report = ev.build_report(
-        model_name, source, queries, outputs, fmt, collection.name, seconds, str(torch_dtype), rubric
+        model_name, source, queries, outputs, fmt, collection.name, seconds, dtype_label, rubric
     )
     report["decoding"] = decoding
     report["retrieval"] = evaluate_answers(collection, outputs, cache_dir=cache_dir)

@@ -115,3 +115,29 @@ def test_an_unknown_local_model_is_a_clear_error(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither an adapter directory"):
         local_llm.check_model(f"local/{tmp_path / 'empty'}")
+
+
+def test_int8_weights_run_through_the_embedded_provider_and_are_recorded(tmp_path: Path, monkeypatch):
+    """QMD_FINETUNE_DTYPE=int8: the linear layers are quantized, records say so in meta.dtype."""
+    from qmd_finetune import embedded
+
+    run = tmp_path / "int8-model"
+    shutil.copytree(embedded.model_dir(), run)  # its own engine: the shared one stays as it is
+    queries = tmp_path / "q.txt"
+    queries.write_text("git rebase vs merge\n")
+    out = tmp_path / "out.jsonl"
+    args = ["expand", "--model", f"local/{run}", "--queries", str(queries), "--output", str(out)]
+    monkeypatch.setenv("QMD_FINETUNE_DTYPE", "int4")
+    result = invoke([*args, "--no-progress"])
+    assert result.exit_code == 2 and "not 'int4' (QMD_FINETUNE_DTYPE" in result.output
+    assert not out.exists() or not out.read_text()
+    monkeypatch.setenv("QMD_FINETUNE_DTYPE", "int8")
+    result = invoke([*args, "--max-tokens", "96", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["meta"]["dtype"] == "int8"
+    engine = local_llm._ENGINES[str(run.resolve())]
+    kinds = {type(m).__name__ for m in engine._model.modules()}
+    assert "Linear" in kinds  # the dynamic quantized Linear of torch.ao
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in engine._model.modules())
+    assert engine.source.endswith("(int8)")

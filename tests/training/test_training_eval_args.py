@@ -84,3 +84,18 @@ def test_a_train_sft_dir_is_evaluated_by_its_merged_model_else_its_adapter(
     assert result.exit_code == 0, result.output
     assert f"adapter {unmerged / 'adapter'} on base local/smollm2" in " ".join(result.output.split())
     assert "its adapter (no merged/ model in it)" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_int8_eval_names_its_dtype_and_a_bad_dtype_fails_first(queries_file: Path, tmp_path: Path) -> None:
+    done = _probe(["eval", "--model", "local/smollm2", "--queries", str(queries_file), "--dtype", "int4"])
+    assert "EXIT 2 MODELING []" in done.stdout, done.stdout + done.stderr
+    assert "--dtype must be auto, fp32, bf16 or int8, not 'int4'" in done.stderr
+    report = tmp_path / "int8.json"
+    args = ["--max-new-tokens", "32", "--threads", "1", "--limit", "1", "-o", str(report)]
+    result = CliRunner().invoke(
+        app, ["eval", "--model", "local/smollm2", "--queries", str(queries_file), "--dtype", "int8", *args]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["dtype"] == "int8 (dynamic, per channel)" and len(data["results"]) == 1
