@@ -411,7 +411,10 @@ async def _run_expand(cfg: ExpandConfig) -> ExpandResult:
         builder.reject(item, "query", item.problem or "", item.query)
     if not cfg.batch and len(jobs) >= OFFLOAD_MIN:
         builder.offload = Offload(builder.checks)
-    runner = Runner(provider, cfg.model, cfg.params, cfg.runner, pricing, cache)
+    # int8 weights answer differently: their answers get cache keys of their own (the other
+    # dtypes keep the keys they always had)
+    cache_model = f"{cfg.model} (int8)" if builder.dtype == "int8" else cfg.model
+    runner = Runner(provider, cache_model, cfg.params, cfg.runner, pricing, cache)
     try:
         if cfg.batch:
             from qmd_finetune.generate.batch import run_anthropic_batch
