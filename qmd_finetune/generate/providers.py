@@ -232,7 +232,7 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 def _chat_body(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> bytes:
     """``json.dumps({"model": model, "messages": messages, **params})``, what aiohttp's ``json=``
-    sends, with the prompt's messages encoded once per run (cache.messages_json)."""
+    sends, with the prompt's messages encoded once per run (prompts.messages_json)."""
     if "model" in params or "messages" in params:
         return json.dumps({"model": model, "messages": messages, **params}).encode("utf-8")
     rest = json.dumps(params)[1:-1] if params else ""
