@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from qmd_finetune.io import read_json_objects
 from qmd_finetune.resources import _accepts, _rust_validator, first_error, is_valid, validator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,12 +23,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 
 
 def _reference_rows() -> list[dict]:
-    rows = []
-    for path in sorted(REFERENCE_DIR.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
+    return [row for path in sorted(REFERENCE_DIR.glob("*.jsonl")) for _, row in read_json_objects(path)]
 
 
 def _mutations(row: dict) -> list[dict]:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -137,11 +138,7 @@ def test_int8_weights_run_through_the_embedded_provider_and_are_recorded(tmp_pat
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["meta"]["dtype"] == "int8"
     engine = local_llm._ENGINES[str(run.resolve())]
-    kinds = {type(m).__name__ for m in engine._model.modules()}
-    assert "Linear" in kinds  # the dynamic quantized Linear of torch.ao
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in engine._model.modules())
     assert engine.source.endswith("(int8)")
-    import sqlite3
-
     with sqlite3.connect(out.with_name("out.cache.sqlite")) as db:  # int8 answers have keys of their own
         assert db.execute("SELECT model FROM responses").fetchall() == [(f"local/{run} (int8)",)]
