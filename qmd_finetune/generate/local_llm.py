@@ -672,7 +672,10 @@ class _Batcher:
                 epoch = min(b[3] for b in live)
                 # each batch's callers get their answers when it finishes, not after all of them
                 engine(params.model).generate(
-                    [b[0] for b in live], params, epoch, on_done=lambda i, c, live=live: _settle(live[i][2], c)
+                    [b[0] for b in live],
+                    params,
+                    epoch,
+                    on_done=lambda i, c, live=live: _settle(live[i][2], c),
                 )
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
                 self._live = []
