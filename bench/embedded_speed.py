@@ -1,11 +1,16 @@
-"""Embedded model speed: the cached-head engine against the earlier generation path, same run.
+"""Embedded model speed: the shared-head engine against the earlier generation paths, same run.
 
-    python bench/embedded_speed.py --baseline /tmp/old-tree [--queries 20] [--max-new-tokens 64]
+    python bench/embedded_speed.py --baseline /tmp/old-tree [--queries 20] [--max-new-tokens 64] [--batch 32]
 
-In one process, with the same loaded bf16 model and thread count, it times
-- ``baseline``: the earlier path kept here (whole prompt through ``model.generate`` per batch),
-- ``engine``: :class:`EmbeddedEngine` (prompt head computed once, length-sorted batches),
-both free decoding, single (batch 1) and batched (8); the engine with strict decoding, and
+In one process, with the same loaded model (bf16 where the CPU has it, else fp32) and thread
+count, it times
+- ``baseline``: the first path, kept here (whole prompt through ``model.generate`` per batch),
+- ``generic cache``: :class:`EmbeddedEngine` with the model's own key/value cache (the prompt
+  head computed once and copied into every row), batches of 8: the engine before the
+  shared-head decoder,
+- ``shared head``: :class:`EmbeddedEngine` with :mod:`qmd_finetune.generate.shared_head`
+  (the head's keys and values read by every row, not copied), batches of ``--batch``,
+free decoding single (batch 1) and batched; strict decoding batched; the shared-head engine
 with its linear layers quantized to int8 (``QMD_FINETUNE_DTYPE=int8``); then ``generate expand`` on the same
 queries as subprocesses: ``--baseline`` is a checkout of the earlier commit (``git archive
 <commit> | tar -x -C DIR``), run with the same ``OMP_NUM_THREADS``. Every figure is printed
@@ -78,48 +83,74 @@ def in_process(queries: list[str], max_new_tokens: int, batch: int) -> None:
     eng.load()
     import torch
 
-    print(f"threads {torch.get_num_threads()}, dtype {eng._model.dtype}, prompt head cached once")
+    decoder = eng._decoder
+    print(
+        f"threads {torch.get_num_threads()}, dtype {eng._model.dtype}, prompt head cached once, "
+        f"shared-head decoder: {'yes' if decoder is not None else 'no (not a Llama model)'}"
+    )
     conversations = [prompt.messages(q) for q in queries]
-    params = local_llm.GenParams(max_new_tokens=max_new_tokens)
+    free = local_llm.GenParams(max_new_tokens=max_new_tokens)
+    strict = local_llm.GenParams(max_new_tokens=max_new_tokens, decoding="strict")
     singles = conversations[:4]
-    eng.generate(singles[:1], params)  # warm-up: head cache and kernels
+
+    def engine_run(shared: bool, most: int, params: local_llm.GenParams, convs: list) -> int:
+        """The engine with the shared-head decoder or the generic cache path, batches of ``most``."""
+        if (eng._decoder is not None) != shared:
+            eng._decoder = decoder if shared else None
+            eng._heads.clear()
+        local_llm.MAX_BATCH = most
+        return sum(r.completion_tokens for r in eng.generate(convs, params))
+
+    engine_run(True, 1, free, singles[:1])  # warm-up: head cache and kernels
+    engine_run(False, 1, free, singles[:1])
     rates = {}
     rates["base1"] = timed(
         "baseline single",
         lambda: sum(baseline_generate(eng._model, eng._tokenizer, [c], max_new_tokens) for c in singles),
     )
-    rates["eng1"] = timed(
-        "engine single", lambda: sum(eng.generate([c], params)[0].completion_tokens for c in singles)
+    rates["cache1"] = timed(
+        "engine single, generic cache", lambda: sum(engine_run(False, 1, free, [c]) for c in singles)
     )
-    chunks = [conversations[i : i + batch] for i in range(0, len(conversations), batch)]
+    rates["eng1"] = timed(
+        "engine single, shared head", lambda: sum(engine_run(True, 1, free, [c]) for c in singles)
+    )
+    chunks = [conversations[i : i + 8] for i in range(0, len(conversations), 8)]
     rates["baseB"] = timed(
-        f"baseline batched ({batch})",
+        "baseline batched (8)",
         lambda: sum(baseline_generate(eng._model, eng._tokenizer, c, max_new_tokens) for c in chunks),
     )
-    rates["engB"] = timed(
-        f"engine batched ({batch})",
-        lambda: sum(r.completion_tokens for r in eng.generate(conversations, params)),
+    rates["cacheB"] = timed(
+        "engine batched (8), generic cache", lambda: engine_run(False, 8, free, conversations)
     )
-    strict = local_llm.GenParams(max_new_tokens=max_new_tokens, decoding="strict")
-    eng_dtype = str(eng._model.dtype).replace("torch.", "")
+    rates["cacheS"] = timed(
+        "engine batched (8), generic, strict", lambda: engine_run(False, 8, strict, conversations)
+    )
+    rates["engB"] = timed(
+        f"engine batched ({batch}), shared head", lambda: engine_run(True, batch, free, conversations)
+    )
     rates["strictB"] = timed(
-        "engine batched, strict decoding",
-        lambda: sum(r.completion_tokens for r in eng.generate(conversations, strict)),
+        f"engine batched ({batch}), shared, strict", lambda: engine_run(True, batch, strict, conversations)
     )
     # QMD_FINETUNE_DTYPE=int8: the same weights, linear layers quantized (embedded.quantize_int8)
     from qmd_finetune import embedded
+    from qmd_finetune.generate import shared_head
 
-    eng._model, eng._heads = embedded.quantize_int8(eng._model), type(eng._heads)()
-    eng.generate(singles[:1], params)  # warm-up: the int8 head cache
+    eng_dtype = str(eng._model.dtype).replace("torch.", "")
+    eng._model = embedded.quantize_int8(eng._model)
+    decoder = eng._decoder = shared_head.SharedHeadDecoder(eng._model)
+    eng._heads.clear()
+    engine_run(True, 1, free, singles[:1])  # warm-up: the int8 head
     rates["int8B"] = timed(
-        "engine batched, int8", lambda: sum(r.completion_tokens for r in eng.generate(conversations, params))
+        f"engine batched ({batch}), int8", lambda: engine_run(True, batch, free, conversations)
     )
     rates["int8strictB"] = timed(
-        "engine batched, int8, strict",
-        lambda: sum(r.completion_tokens for r in eng.generate(conversations, strict)),
+        f"engine batched ({batch}), int8, strict", lambda: engine_run(True, batch, strict, conversations)
     )
-    print(f"ratio single  engine/baseline: {rates['eng1'] / rates['base1']:.2f}x")
-    print(f"ratio batched engine/baseline: {rates['engB'] / rates['baseB']:.2f}x")
+    print(f"ratio single  shared head/baseline: {rates['eng1'] / rates['base1']:.2f}x")
+    print(f"ratio single  shared head/generic cache: {rates['eng1'] / rates['cache1']:.2f}x")
+    print(f"ratio batched shared head ({batch})/generic cache (8): {rates['engB'] / rates['cacheB']:.2f}x")
+    print(f"ratio strict  shared head ({batch})/generic cache (8): {rates['strictB'] / rates['cacheS']:.2f}x")
+    print(f"ratio batched shared head ({batch})/baseline (8): {rates['engB'] / rates['baseB']:.2f}x")
     print(f"ratio batched int8/{eng_dtype}: {rates['int8B'] / rates['engB']:.2f}x")
     print(f"ratio batched strict int8/{eng_dtype}: {rates['int8strictB'] / rates['strictB']:.2f}x")
 
@@ -138,7 +169,8 @@ def expand_wall(tree: Path, queries: list[str], threads: str) -> float:
         args += ["--queries", str(qfile), "--output", str(Path(tmp) / "out.jsonl"), "--no-progress"]
         before = load()
         start = time.perf_counter()
-        subprocess.run(args, env=env, check=True, capture_output=True, text=True)
+        # cwd: ``python -m`` puts the working directory before PYTHONPATH on sys.path
+        subprocess.run(args, env=env, cwd=tree, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         rows = (Path(tmp) / "out.jsonl").read_text(encoding="utf-8").splitlines()
         print(
@@ -153,7 +185,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="checkout of the earlier commit for `generate expand`")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=32, help="rows per batch of the shared-head runs")
     parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args()
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):

@@ -9,10 +9,12 @@ requests arriving together into batches: concurrent callers (the generate runner
 threaded evaluation) get batched generation without knowing about it.
 
 Why it is fast: the prompt's shared head (system text and few-shot turns, ~450 tokens) is
-run through the model once; its key/value cache is copied for every batch, so a query costs
-only its own few tokens plus the answer. Batches hold prompts of similar length, rows leave
-the batch as they finish, weights are bf16 where the CPU has it. ``interrupt()`` stops a
-running batch between two tokens (SIGTERM in ``generate expand`` calls it).
+run through the model once; every row of a batch reads its keys and values
+(:mod:`qmd_finetune.generate.shared_head`; models other than Llama get a copy of the head's
+cache per batch), so a query costs only its own few tokens plus the answer. Batches of up to
+32 hold prompts of similar length, rows leave the batch as they finish, weights are bf16
+where the CPU has it. ``interrupt()`` stops a running batch between two tokens (SIGTERM in
+``generate expand`` calls it).
 """
 
 from __future__ import annotations
