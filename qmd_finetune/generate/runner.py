@@ -260,7 +260,10 @@ class Runner:
                 rejected = handle(outcome)
                 if inspect.isawaitable(rejected):
                     future = asyncio.ensure_future(rejected)
-                    future.add_done_callback(lambda f, o=outcome: count(o, f.result()))
+                    # a failed future is raised by the gather below, once, not in this callback
+                    future.add_done_callback(
+                        lambda f, o=outcome: None if f.cancelled() or f.exception() else count(o, f.result())
+                    )
                     settling.append(future)
                 else:
                     count(outcome, rejected)

@@ -1,4 +1,4 @@
-"""Runner pieces without a server: token buckets, backoff, Retry-After parsing, secret redaction."""
+"""Runner pieces: token buckets, backoff, Retry-After parsing, secret redaction, failed awaitable outcomes."""
 
 from __future__ import annotations
 
@@ -51,3 +51,36 @@ def test_retry_after_seconds_and_http_date():
 
 def test_redact_hides_the_key():
     assert redact("401: bad key sk-abcdef123", "sk-abcdef123") == "401: bad key ***"
+
+
+def test_a_failed_awaitable_outcome_fails_the_run_once_without_callback_tracebacks(llm_server, caplog):
+    """``handle`` may return an awaitable; when it fails, ``run`` raises its error (once), the
+    other outcomes are counted, and asyncio logs no 'Exception in callback' per failure."""
+    from qmd_finetune.generate.providers import GenerationParams, Pricing, ProviderConfig, make_provider
+    from qmd_finetune.generate.runner import Job, Runner
+
+    provider = make_provider(ProviderConfig(model="openai/m", api_base=llm_server.url + "/v1"), 4)
+    run = Runner(
+        provider,
+        "openai/m",
+        GenerationParams(max_tokens=50),
+        RunnerConfig(concurrency=4, progress=False),
+        Pricing(0, 0),
+    )
+    jobs = [
+        Job(key=f"q{i}", messages=[{"role": "user", "content": f"kubernetes ingress {i}"}]) for i in range(6)
+    ]
+
+    async def judged(outcome):  # noqa: ANN001
+        await asyncio.sleep(0)
+        if outcome.job.key in ("q2", "q4"):
+            raise RuntimeError(f"writing {outcome.job.key} failed")
+        return None
+
+    with (
+        caplog.at_level("ERROR", logger="asyncio"),
+        pytest.raises(RuntimeError, match="writing q[24] failed"),
+    ):
+        asyncio.run(run.run(jobs, judged))
+    assert run.stats.ok == 4 and run.stats.done == 4
+    assert not [r for r in caplog.records if "Exception in callback" in r.getMessage()]
