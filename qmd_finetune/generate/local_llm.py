@@ -526,6 +526,8 @@ class _CacheState:
             if size > 1:
                 self.cache.batch_repeat_interleave(size)
         self.mask = torch.ones((size, head_len), dtype=torch.long)
+        # only the last position's logits, where the model's forward can be told so
+        self.extra = {"logits_to_keep": 1} if _accepts(model.forward, "logits_to_keep") else {}
 
     def step(self, ids: Any, positions: Any, valid: Any = None) -> Any:
         import torch
@@ -538,7 +540,7 @@ class _CacheState:
             position_ids=positions,
             cache=self.cache,
             use_cache=True,
-            logits_to_keep=1,
+            **self.extra,
         )
         self.cache = out.cache
         return out.logits[:, -1, :].float()
@@ -546,6 +548,15 @@ class _CacheState:
     def select(self, index: Any) -> None:
         self.cache.batch_select_indices(index)
         self.mask = self.mask[index]
+
+
+def _accepts(function: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _choose(logits: Any, params: GenParams) -> Any:

@@ -26,6 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# Own tokens per row a batch state has room for at first (the query's tail is about 12-30).
+INITIAL_ROOM = 128
+
 
 def supports(model: Any) -> bool:
     """A plain ``LlamaForCausalLM`` (SmolLM2 and models trained from it), no sliding window."""
@@ -86,11 +89,32 @@ class Rows:
 
         self.decoder = decoder
         self.head = head if head is not None and head.length else None
-        shape = (size, decoder.kv_heads, capacity, decoder.head_dim)
-        self.keys = [torch.zeros(shape, dtype=decoder.dtype) for _ in decoder.layers]
-        self.values = [torch.zeros(shape, dtype=decoder.dtype) for _ in decoder.layers]
+        self.capacity = capacity
         self.valid = torch.zeros((size, capacity), dtype=torch.bool)
         self.length = 0
+        # Room for the first tokens only; it doubles as answers grow (a batch of 32 with room
+        # for 400 new tokens would otherwise hold about 600 MB, most of it never written).
+        self.keys = [self._buffer(size, min(capacity, INITIAL_ROOM)) for _ in decoder.layers]
+        self.values = [self._buffer(size, min(capacity, INITIAL_ROOM)) for _ in decoder.layers]
+
+    def _buffer(self, size: int, room: int) -> Any:
+        import torch
+
+        d = self.decoder
+        # never read before written: every position below ``length`` is written by ``step``
+        return torch.empty((size, d.kv_heads, room, d.head_dim), dtype=d.dtype)
+
+    def _grow(self, end: int) -> None:
+        room = self.keys[0].shape[2]
+        if end <= room:
+            return
+        room = min(self.capacity, max(end, 2 * room))
+        size = self.valid.shape[0]
+        for buffers in (self.keys, self.values):
+            for i, old in enumerate(buffers):
+                new = self._buffer(size, room)
+                new[:, :, : self.length] = old[:, :, : self.length]
+                buffers[i] = new
 
     def select(self, index: Any) -> None:
         """Keep only the rows ``index`` (rows that finished leave the batch)."""
@@ -110,8 +134,9 @@ class Rows:
         inner = d.model.model
         size, width = ids.shape
         start, end = self.length, self.length + width
-        if end > self.valid.shape[1]:
-            raise ValueError(f"batch state holds {self.valid.shape[1]} tokens per row, asked for {end}")
+        if end > self.capacity:
+            raise ValueError(f"batch state holds {self.capacity} tokens per row, asked for {end}")
+        self._grow(end)
         self.valid[:, start:end] = True if valid is None else valid
         # key j is visible to query i when it is a real token at or before i; a padding query
         # sees itself, so no row of the softmax is empty.

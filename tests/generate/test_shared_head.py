@@ -21,8 +21,9 @@ def _prepared(eng: local_llm.EmbeddedEngine) -> list:
 
 
 @pytest.mark.slow
-def test_logits_match_the_full_forward_pass_with_padding_steps_and_dropped_rows():
-    """Rows of different tail lengths (left padding), two decoding steps, a row dropped."""
+def test_logits_match_the_full_forward_pass_with_padding_steps_and_dropped_rows(monkeypatch):
+    """Rows of different tail lengths (left padding), two decoding steps (the second one past
+    the buffers' first room, so they grow), a row dropped."""
     import torch
 
     eng = local_llm.engine()
@@ -40,7 +41,9 @@ def test_logits_match_the_full_forward_pass_with_padding_steps_and_dropped_rows(
         ids[i, width - len(row.tail) :] = torch.tensor(row.tail)
         valid[i, width - len(row.tail) :] = True
     positions = (head.length + valid.long().cumsum(1) - 1).clamp(min=head.length)
+    monkeypatch.setattr(shared_head, "INITIAL_ROOM", width)
     state = decoder.rows(head, len(rows), width + 4)
+    assert state.keys[0].shape[2] == width
     sequences = [list(r.head) + r.tail for r in rows]
 
     def reference(seq: list[int]) -> torch.Tensor:
@@ -56,6 +59,7 @@ def test_logits_match_the_full_forward_pass_with_padding_steps_and_dropped_rows(
         for i, seq in enumerate(sequences):
             seq.append(int(token[i]))
             assert torch.allclose(logits[i], reference(seq), atol=1e-3), i
+        assert state.keys[0].shape[2] == width + 4  # grew: doubled, capped at the capacity
         # the middle row finishes and leaves the batch
         keep = torch.tensor([0, 2])
         state.select(keep)
