@@ -20,6 +20,14 @@ def main() -> None:
     """Optimize the expansion prompt with DSPy GEPA; the reward is the metric."""
 
 
+def default_threads(model: str) -> int:
+    """Evaluation threads when ``--threads`` is not given: 4, or for the embedded model one
+    full batch (it answers the calls that arrive together in one batch: docs/generate.md)."""
+    from qmd_finetune.generate import local_llm
+
+    return local_llm.MAX_BATCH if model.startswith(local_llm.PROVIDER + "/") else 4
+
+
 @app.command()
 def optimize(
     model: str = typer.Option(
@@ -85,7 +93,11 @@ def optimize(
     reflection_api_base: str | None = typer.Option(
         None, "--reflection-api-base", help="API base URL for the reflection model."
     ),
-    threads: int = typer.Option(4, "--threads", help="Concurrent model calls during evaluation."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="Concurrent model calls during evaluation (default 4; for local/ models 32, one batch).",
+    ),
     minibatch_size: int = typer.Option(3, "--minibatch-size", help="Queries per GEPA reflection minibatch."),
     seed: int = typer.Option(0, "--seed", help="Random seed (GEPA sampling and the train/val split)."),
     rubric: str = rubric_option(
@@ -96,6 +108,8 @@ def optimize(
     from qmd_finetune.gepa.optimize import ConfigError, OptimizeConfig, prepare, run_optimize
     from qmd_finetune.gepa.report import print_report
 
+    if threads is None:
+        threads = default_threads(model)
     cfg = OptimizeConfig(
         model=model,
         reflection_model=reflection_model,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from qmd_finetune.generate import local_llm
 from qmd_finetune.gepa.program import prompt_sha
 from qmd_finetune.records import coerce_record
 
@@ -46,6 +47,8 @@ def test_offline_run_with_the_embedded_model_writes_a_consistent_report(tmp_path
 
     for name in ("run.json", "scores.json", "best_prompt.txt", "report.json", "gepa/gepa_state.bin"):
         assert (run_dir / name).exists(), name
+    # no --threads: the embedded model gets one batch's worth of evaluation threads
+    assert json.loads((run_dir / "run.json").read_text())["config"]["threads"] == local_llm.MAX_BATCH == 32
     text = prompt.read_text(encoding="utf-8")
     assert text.strip() and (run_dir / "best_prompt.txt").read_text(encoding="utf-8") == text
     assert json.loads(program.read_text())
