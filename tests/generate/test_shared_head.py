@@ -77,7 +77,10 @@ def test_answers_equal_the_generic_cache_path():
     eng = local_llm.engine()
     eng.load()
     prompt = load_prompt()
-    conversations = [prompt.messages(q) for q in QUERIES]
+    # and one conversation with no prompt head to share (a lone user turn)
+    conversations = [prompt.messages(q) for q in QUERIES] + [
+        [{"role": "user", "content": "git rebase vs merge"}]
+    ]
     for decoding in ("free", "strict"):
         params = local_llm.GenParams(max_new_tokens=24, decoding=decoding)
         shared = [c.text for c in eng.generate(conversations, params)]
