@@ -99,7 +99,7 @@ def default_concurrency(model: str) -> int:
     batches of 32 than of 8: docs/generate.md)."""
     from qmd_finetune.generate import local_llm
 
-    return 2 * local_llm.MAX_BATCH if model.startswith(local_llm.PROVIDER + "/") else 8
+    return 2 * local_llm.MAX_BATCH if local_llm.is_local(model) else 8
 
 
 @app.command()

@@ -83,9 +83,14 @@ class _Prepared:
     shown: Any = None  # quality.PromptLines of the prompt: lines the answer must not copy
 
 
+def is_local(model: str) -> bool:
+    """``local/...``: served in this process by the embedded engine (which batches its callers)."""
+    return model.startswith(PROVIDER + "/")
+
+
 def model_key(model: str) -> str:
     """``local/smollm2`` -> ``smollm2``; ``local/<dir>`` -> the directory."""
-    return model.split("/", 1)[1] if model.startswith(PROVIDER + "/") else model
+    return model.split("/", 1)[1] if is_local(model) else model
 
 
 def check_model(model: str) -> None:
@@ -799,7 +804,7 @@ def _model_response(model: str, completion: Completion, model_response: Any) -> 
 
     model_response.choices[0].message.content = completion.text
     model_response.choices[0].finish_reason = completion.finish_reason
-    model_response.model = model if model.startswith(PROVIDER + "/") else f"{PROVIDER}/{model}"
+    model_response.model = model if is_local(model) else f"{PROVIDER}/{model}"
     model_response.created = int(time.time())
     model_response.usage = Usage(
         prompt_tokens=completion.prompt_tokens,

@@ -62,6 +62,9 @@ class SharedHeadDecoder:
         self.groups = self.heads // self.kv_heads
         self.scaling = self.head_dim**-0.5
         self.dtype = next(p.dtype for p in model.model.embed_tokens.parameters())
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self.rotary = apply_rotary_pos_emb
 
     def head(self, ids: list[int]) -> Head:
         """Run ``ids`` (one sequence, no padding) and keep its keys and values."""
@@ -69,7 +72,7 @@ class SharedHeadDecoder:
 
         rows = self.rows(None, 1, len(ids))
         tokens = torch.tensor([ids], dtype=torch.long)
-        rows.step(tokens, torch.arange(len(ids))[None, :], torch.ones_like(tokens, dtype=torch.bool))
+        rows.step(tokens, torch.arange(len(ids))[None, :])
         return Head(
             [k[0, :, : len(ids)].contiguous() for k in rows.keys],
             [v[0, :, : len(ids)].contiguous() for v in rows.values],
@@ -128,7 +131,6 @@ class Rows:
 
         Returns the float32 logits of each row's last position ``(rows, vocab)``."""
         import torch
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         d = self.decoder
         inner = d.model.model
@@ -154,7 +156,7 @@ class Rows:
             q = attn.q_proj(x).view(size, width, d.heads, d.head_dim).transpose(1, 2)
             k = attn.k_proj(x).view(size, width, d.kv_heads, d.head_dim).transpose(1, 2)
             v = attn.v_proj(x).view(size, width, d.kv_heads, d.head_dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            q, k = d.rotary(q, k, cos, sin)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
             out = self._attend(i, q, end, grouped)

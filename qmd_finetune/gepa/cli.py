@@ -25,7 +25,7 @@ def default_threads(model: str) -> int:
     full batch (it answers the calls that arrive together in one batch: docs/generate.md)."""
     from qmd_finetune.generate import local_llm
 
-    return local_llm.MAX_BATCH if model.startswith(local_llm.PROVIDER + "/") else 4
+    return local_llm.MAX_BATCH if local_llm.is_local(model) else 4
 
 
 @app.command()
