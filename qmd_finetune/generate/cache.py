@@ -13,6 +13,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,23 @@ def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, An
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL. sqlite answers "database is locked" at once, without waiting on
+    the busy timeout, when another process opens the same new file at the same moment (one
+    start in twelve with six processes): the switch is retried for up to BUSY_SECONDS."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
 class ResponseCache:
     """Answers are written by a writer thread, each batch of whatever was queued in one short
     transaction: the event loop only queues them (the JSON, the redaction and sqlite's writes
@@ -85,7 +103,7 @@ class ResponseCache:
         with self._errors():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self._db)
             self._db.execute(_SCHEMA)
 
     @contextlib.contextmanager
@@ -96,7 +114,11 @@ class ResponseCache:
         except (sqlite3.Error, OSError) as exc:
             raise OutputError(f"{self.path}: response cache failed ({describe_os_error(exc)})") from exc
 
-    def get(self, key: str) -> CachedResponse | None:
+    def _known_keys(self) -> set[str] | bool:
+        """The keys present when the run began (read on first use), or False for a cache too big
+        to hold them. Read before the first put as well as the first get: read after a put, the
+        writer could commit that answer and drop it from the queue between the read and the
+        lookup, and the lookup would miss an answer just given."""
         if self._keys is None:
             with self._errors():
                 count = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
@@ -105,10 +127,14 @@ class ResponseCache:
                     if count <= KEY_SET_MAX
                     else False
                 )
+        return self._keys
+
+    def get(self, key: str) -> CachedResponse | None:
+        keys = self._known_keys()
         queued = self._queued.get(key)
         if queued is not None:
             return queued
-        if self._keys is not False and key not in self._keys:
+        if keys is not False and key not in keys:
             return None  # a miss without a query (a miss is every new request)
         with self._errors():
             row = self._db.execute(
@@ -130,9 +156,10 @@ class ResponseCache:
         if self._failed is not None:
             raise self._failed
         created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        keys = self._known_keys()
         self._queued[key] = CachedResponse(text, prompt_tokens, completion_tokens, cost)
-        if isinstance(self._keys, set):
-            self._keys.add(key)
+        if isinstance(keys, set):
+            keys.add(key)
         self._queue.put((key, model, messages, params, text, prompt_tokens, completion_tokens, cost, created))
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="response-cache", daemon=True)
