@@ -97,6 +97,7 @@ class ResponseCache:
         self._keys: set[str] | bool | None = None  # the keys present when the run began, and put since
         self._queued: dict[str, CachedResponse] = {}  # put, not yet written
         self._clean: dict[str, Any] = {}  # redacted message texts: a run repeats its prompt
+        self._rows: dict[tuple[str, str], str] = {}  # redacted, encoded messages (the writer's)
         self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._failed: OutputError | None = None
@@ -167,18 +168,40 @@ class ResponseCache:
 
     def _row(self, entry: tuple) -> tuple:
         key, model, messages, params, text, prompt_tokens, completion_tokens, cost, created = entry
-        clean = [{k: self._redacted(v) for k, v in m.items()} for m in messages]
         request = "".join(
             (
-                '{"messages": ',
-                messages_json(clean, sort_keys=True, ensure_ascii=False),
-                ', "params": ',
+                '{"messages": [',
+                ", ".join(self._message_row(m) for m in messages),
+                '], "params": ',
                 json.dumps(redact_value(params, self._secrets), sort_keys=True, ensure_ascii=False),
                 "}",
             )
         )
         text = redact_value(text, self._secrets)
         return key, model, request, text, prompt_tokens, completion_tokens, cost, created
+
+    def _message_row(self, message: Any) -> str:
+        """One message as the cache row stores it: redacted, JSON with sorted keys. A run repeats
+        its prompt's messages, so each is redacted and encoded once (it was half the writer's
+        time per answer, a thread that holds the interpreter lock the event loop needs)."""
+        if type(message) is dict and len(message) == 2:
+            role, content = message.get("role"), message.get("content")
+            if type(role) is str and type(content) is str:
+                cached = self._rows.get((role, content))
+                if cached is None:
+                    if len(self._rows) > 10_000:
+                        self._rows.clear()
+                    cached = self._rows[(role, content)] = messages_json(
+                        [{"role": self._redacted(role), "content": self._redacted(content)}],
+                        sort_keys=True,
+                        ensure_ascii=False,
+                    )[1:-1]
+                return cached
+        if isinstance(message, dict):
+            message = {k: self._redacted(v) for k, v in message.items()}
+        else:
+            message = redact_value(message, self._secrets)
+        return json.dumps(message, sort_keys=True, ensure_ascii=False)
 
     def _redacted(self, value: Any) -> Any:
         if not isinstance(value, str):

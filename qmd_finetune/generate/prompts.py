@@ -106,11 +106,22 @@ def messages_json(
         return json.dumps(messages, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
     parts = []
     for message in messages:
+        if type(message) is dict and len(message) == 2:
+            # The usual message, {"role": ..., "content": ...} in that order: no items tuple to build.
+            role, content = message.get("role"), message.get("content")
+            if type(role) is str and type(content) is str and next(iter(message)) == "role":
+                parts.append(_pair_json(role, content, sort_keys, ensure_ascii))
+                continue
         if isinstance(message, dict) and all(type(k) is str and type(v) is str for k, v in message.items()):
             parts.append(_message_json(tuple(message.items()), sort_keys, ensure_ascii))
         else:
             parts.append(json.dumps(message, sort_keys=sort_keys, ensure_ascii=ensure_ascii))
     return "[" + ", ".join(parts) + "]"
+
+
+@functools.lru_cache(maxsize=4096)
+def _pair_json(role: str, content: str, sort_keys: bool, ensure_ascii: bool) -> str:
+    return json.dumps({"role": role, "content": content}, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
 
 
 @functools.lru_cache(maxsize=4096)

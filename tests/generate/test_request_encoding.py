@@ -64,8 +64,41 @@ def test_request_key_is_unchanged() -> None:
         )
 
 
-def test_chat_body_is_what_aiohttps_json_argument_sent() -> None:
+def test_chat_body_is_the_plain_json_of_the_request() -> None:
     for conversation in _conversations():
         for params in ({"max_tokens": 100, "temperature": 0.0}, {}, {"model": "override"}):
             body = {"model": "m", "messages": conversation, **params}
             assert _chat_body("m", conversation, params) == json.dumps(body).encode("utf-8")
+
+
+def test_the_cache_row_is_the_redacted_request_json(tmp_path, monkeypatch) -> None:
+    """The cache stores each request as the plain encoder writes its redacted form; the writer
+    encodes each repeated message once, which must not change a row (or let a secret through)."""
+    import sqlite3
+
+    from qmd_finetune.generate.cache import ResponseCache
+    from qmd_finetune.redact import redact_value, secret_values
+
+    secret = "sk-test-DO-NOT-LEAK-row-4f3e2d"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    conversations = _conversations() + [
+        [{"role": "user", "content": f"my key is {secret}"}],
+        [{"role": "user", "content": [{"type": "text", "text": f"Bearer {secret}"}]}],
+    ]
+    params = {"max_tokens": 100, "temperature": 0.0}
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    for round_ in range(2):  # the second round's rows come from the encodings made in the first
+        for i, conversation in enumerate(conversations):
+            cache.put(f"k{round_}-{i}", "m", conversation, params, "lex: a", 1, 1, 0.0)
+    cache.close()
+    rows = dict(sqlite3.connect(tmp_path / "c.sqlite").execute("SELECT key, request FROM responses"))
+    secrets = secret_values()
+    for round_ in range(2):
+        for i, conversation in enumerate(conversations):
+            plain = json.dumps(
+                {"messages": redact_value(conversation, secrets), "params": params},
+                sort_keys=True,
+                ensure_ascii=False,
+            )
+            assert rows[f"k{round_}-{i}"] == plain
+    assert not any(secret in row for row in rows.values())
