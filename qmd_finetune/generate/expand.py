@@ -280,62 +280,112 @@ def judge_answer(
     return (redacted_json(data, checks.secrets) + "\n").encode("utf-8")
 
 
-_WORKER_CHECKS: Checks | None = None
-
-
-def _init_worker(checks: Checks) -> None:
-    global _WORKER_CHECKS
+def _worker_main(conn: Any, checks: Checks) -> None:
+    """The judging process: a batch of rows in, their verdicts out, until None or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    _WORKER_CHECKS = checks
+    while True:
+        try:
+            rows = conn.recv()
+        except (EOFError, OSError):
+            return
+        if rows is None:
+            return
+        conn.send([judge_answer(checks, *row) for row in rows])
 
 
-def _judge_batch(rows: list[tuple[str, str | None, str, dict[str, Any]]]) -> list[bytes | tuple[str, str]]:
-    assert _WORKER_CHECKS is not None
-    return [judge_answer(_WORKER_CHECKS, *row) for row in rows]
+class WorkerFailed(ValueError):
+    """The judging process died (killed, out of memory) before answering a batch. The records
+    written so far are kept and the answers are in the response cache: a rerun resumes."""
 
 
 class Offload:
     """Judges answers in one worker process, in batches of whatever arrived while the previous
     batch was being judged. The event loop then only sends requests and writes finished lines:
-    parse, gate, score and the schema check (about 1-2 ms an answer) would otherwise cap the
-    request rate at high concurrency."""
+    parse, gate, score and the schema check (about 0.2-0.3 ms an answer) would otherwise cap the
+    request rate at high concurrency.
+
+    The batches go over a pipe the event loop itself watches (``add_reader``), not through a
+    ProcessPoolExecutor: its two helper threads (pickling batches, collecting results) took the
+    interpreter lock from the event loop at every batch, which delayed the answers waiting on
+    the loop (docs/generate.md, "Performance")."""
 
     def __init__(self, checks: Checks) -> None:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(checks,),
-        )
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe(duplex=True)
+        self._process = context.Process(target=_worker_main, args=(child, checks), daemon=True)
+        self._process.start()
+        child.close()
         self._pending: list[tuple[tuple, Callable[[Any], str | None], asyncio.Future]] = []
-        self._running: asyncio.Task | None = None
+        self._inflight: list[tuple[tuple, Callable[[Any], str | None], asyncio.Future]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed: Exception | None = None
 
     def submit(self, row: tuple, finish: Callable[[Any], str | None]) -> asyncio.Future:
         """The future of ``finish(verdict)``, once ``row`` is judged."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if self._failed is not None:
+            future.set_exception(self._failed)
+            return future
+        if self._loop is None:
+            self._loop = loop
+            loop.add_reader(self._conn.fileno(), self._on_verdicts)
         self._pending.append((row, finish, future))
-        if self._running is None or self._running.done():
-            self._running = asyncio.ensure_future(self._drain())
+        if not self._inflight:
+            self._send()
         return future
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                verdicts = await loop.run_in_executor(self._pool, _judge_batch, [row for row, _, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - a broken worker fails its answers, not the run
-                for _, _, future in batch:
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            self._conn.send([row for row, _, _ in batch])
+        except (OSError, ValueError) as exc:
+            self._fail(batch, exc)
+            return
+        self._inflight = batch
+
+    def _on_verdicts(self) -> None:
+        batch, self._inflight = self._inflight, []
+        try:
+            verdicts = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._fail(batch + self._pending, exc)
+            self._pending = []
+            return
+        if self._pending:
+            self._send()  # the worker starts on the next batch while this one is written
+        for (_, finish, future), verdict in zip(batch, verdicts):
+            if not future.done():
+                try:
+                    future.set_result(finish(verdict))
+                except Exception as exc:  # noqa: BLE001 - a write that failed (a full disk) fails its answer
                     future.set_exception(exc)
-                continue
-            for (_, finish, future), verdict in zip(batch, verdicts):
-                future.set_result(finish(verdict))
+
+    def _fail(self, batch: list, exc: BaseException) -> None:
+        self._process.join(1.0)
+        self._failed = WorkerFailed(
+            f"the process judging the answers stopped (exit code {self._process.exitcode}, "
+            f"{type(exc).__name__}); the records written so far are kept, rerun to resume"
+        )
+        if self._loop is not None:
+            self._loop.remove_reader(self._conn.fileno())
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(self._failed)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the worker. Its batches are all answered by now; it exits on its own (about 0.1 s
+        of interpreter teardown nobody waits for) and is reaped by multiprocessing."""
+        if self._loop is not None and self._failed is None:
+            self._loop.remove_reader(self._conn.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(None)
+        self._conn.close()
+        for _, _, future in self._pending + self._inflight:
+            future.cancel()
+        self._process.join(0)
 
 
 @functools.cache

@@ -49,3 +49,49 @@ def test_worker_process_writes_what_the_event_loop_path_writes(tmp_path, llm_ser
     assert len(records) + len(rejects) == n and {r["stage"] for r in rejects} == {"parse"}
     assert [r["query"] for r in rejects] == ["broken one", "broken two"]
     assert all(r["score"] > 0 for r in records)
+
+
+def test_a_killed_judging_process_stops_the_run_in_one_line(tmp_path, llm_server, monkeypatch):
+    # The worker is killed as the run starts: the answers cannot be judged, so the run stops
+    # with a one-line error (not a hang, not a traceback); a rerun with a live worker resumes.
+    import os
+    import signal
+
+    n = expand.OFFLOAD_MIN + 4
+    queries = tmp_path / "queries.txt"
+    queries.write_text("".join(f"kubernetes ingress case {i}\n" for i in range(n)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    start = expand.Offload.__init__
+
+    def killed(self, checks):
+        start(self, checks)
+        os.kill(self._process.pid, signal.SIGKILL)
+        self._process.join(10)
+
+    monkeypatch.setattr(expand.Offload, "__init__", killed)
+    args = ["expand", "--model", "openai/m", "--api-base", llm_server.url + "/v1", "--queries", str(queries)]
+    args += [
+        "--output",
+        str(out),
+        "--concurrency",
+        "32",
+        "--no-progress",
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+    ]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "the process judging the answers stopped (exit code -9" in message
+    assert "Traceback" not in result.output
+    monkeypatch.setattr(expand.Offload, "__init__", start)
+    assert "records written" in _run_cached(llm_server, queries, out, tmp_path / "c.sqlite")
+    assert len(out.read_text(encoding="utf-8").splitlines()) == n
+
+
+def _run_cached(server, queries: Path, out: Path, cache: Path) -> str:
+    args = ["expand", "--model", "openai/m", "--api-base", server.url + "/v1", "--queries", str(queries)]
+    args += ["--output", str(out), "--concurrency", "32", "--no-progress", "--cache", str(cache)]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
