@@ -13,9 +13,10 @@ import json
 import os
 import re
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import polars as pl
+if TYPE_CHECKING:  # polars is imported where a frame is redacted: the judging worker never needs it
+    import polars as pl
 
 MASK = "***"
 MIN_SECRET_CHARS = 8
@@ -122,6 +123,8 @@ def redact_expr(expr: pl.Expr) -> pl.Expr:
 
 
 def redact_frame(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    import polars as pl
+
     present = [c for c in columns if c in frame.columns and frame.schema[c] == pl.Utf8]
     if not present or frame.height == 0:
         return frame

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import gc
 import json
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 from qmd_finetune import quality
 from qmd_finetune.generate.cache import ResponseCache
 from qmd_finetune.generate.journal import JsonlAppender, iter_json_lines
+from qmd_finetune.generate.judge import Checks, _worker_main, judge_answer
 from qmd_finetune.generate.prompts import Prompt, load_prompt
 from qmd_finetune.generate.providers import (
     GenerationParams,
@@ -30,14 +29,10 @@ from qmd_finetune.io import check_readable
 from qmd_finetune.locks import hold
 from qmd_finetune.records import (
     CONTROL_RE,
-    Record,
-    RecordError,
-    coerce_record,
     has_visible_text,
-    parse_expansion,
 )
-from qmd_finetune.redact import redacted_json, secret_values
-from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric, score
+from qmd_finetune.redact import secret_values
+from qmd_finetune.reward import DEFAULT_RUBRIC, check_rubric
 
 # Rejects at these stages are final: a re-run skips their queries. "request" rejects
 # (retries exhausted, budget) are tried again by the next run.
@@ -244,55 +239,6 @@ class RecordBuilder:
         return None
 
 
-@dataclass(frozen=True)
-class Checks:
-    """What judging an answer needs, picklable for the worker process."""
-
-    rubric: str
-    quality_gate: bool
-    min_score: float | None
-    prompt_lines: Any
-    secrets: list[str]  # masked in the record line, as JsonlAppender.append masks what it writes
-
-
-def judge_answer(
-    checks: Checks, query: str, category: str | None, text: str, meta: dict[str, Any]
-) -> bytes | tuple[str, str]:
-    """Parse, gate, score and schema-check one answer: its record as a JSONL line, or the
-    ``(stage, reason)`` of its reject."""
-    try:
-        items = parse_expansion(text)
-    except RecordError as exc:
-        return "parse", exc.reason
-    if checks.quality_gate:
-        failures = quality.check(query, items, prompt=checks.prompt_lines)
-        if failures:
-            return "gate", "; ".join(quality.reasons(failures))
-    result = score(query, "\n".join(f"{k}: {t}" for k, t in items), checks.rubric)
-    if checks.min_score is not None and result.percentage < checks.min_score:
-        return "score", f"score {result.percentage} < {checks.min_score:g} (rubric {checks.rubric})"
-    data = Record(query=query, output=list(items), category=category, meta=meta).to_dict()
-    data["score"] = result.percentage
-    data["rating"] = result.rating
-    problem = validate_record(data)
-    if problem:
-        return "validate", problem
-    return (redacted_json(data, checks.secrets) + "\n").encode("utf-8")
-
-
-def _worker_main(conn: Any, checks: Checks) -> None:
-    """The judging process: a batch of rows in, their verdicts out, until None or the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    while True:
-        try:
-            rows = conn.recv()
-        except (EOFError, OSError):
-            return
-        if rows is None:
-            return
-        conn.send([judge_answer(checks, *row) for row in rows])
-
-
 class WorkerFailed(ValueError):
     """The judging process died (killed, out of memory) before answering a batch. The records
     written so far are kept and the answers are in the response cache: a rerun resumes."""
@@ -386,30 +332,6 @@ class Offload:
         for _, _, future in self._pending + self._inflight:
             future.cancel()
         self._process.join(0)
-
-
-@functools.cache
-def _has_record_schema() -> bool:
-    from qmd_finetune.resources import schema_path
-
-    return schema_path("record").exists()
-
-
-def validate_record(data: dict[str, Any]) -> str | None:
-    """Check against schemas/record.schema.json; the record type's own rules when the schema is absent."""
-    from qmd_finetune.resources import first_error
-
-    if not _has_record_schema():
-        try:
-            coerce_record(data)
-        except RecordError as exc:
-            return f"{exc.reason} at {exc.path}"
-        return None
-    first = first_error("record", data)
-    if first is None:
-        return None
-    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.path)
-    return f"schema: {first.message[:120]} at {path}"
 
 
 def run_expand(cfg: ExpandConfig) -> ExpandResult:

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from qmd_finetune.generate.http11 import Client, HttpError
 from qmd_finetune.generate.prompts import messages_json
 from qmd_finetune.redact import redact as redact_secrets
 from qmd_finetune.redact import register_env
@@ -252,8 +253,6 @@ class OpenAICompatProvider(Provider):
         self._http: Any = None
 
     def _get_client(self) -> Any:
-        from qmd_finetune.generate.http11 import Client
-
         if self._http is None:
             headers = {"Content-Type": "application/json"}
             key = self.config.api_key()
@@ -265,13 +264,10 @@ class OpenAICompatProvider(Provider):
     async def complete(
         self, messages: list[dict[str, Any]], params: GenerationParams, timeout: float
     ) -> ChatResponse:
-        from qmd_finetune.generate.http11 import HttpError
-
         model = self.config.model.split("/", 1)[1]
         body = _chat_body(model, messages, params.to_dict())
         try:
-            async with asyncio.timeout(timeout):
-                resp = await self._get_client().post(body)
+            resp = await (self._http or self._get_client()).post(body, timeout)
         except TimeoutError as exc:
             raise ProviderError(f"timeout after {timeout:g}s", retryable=True) from exc
         except HttpError as exc:

@@ -213,7 +213,8 @@ def test_unreadable_answers_fail_in_one_line_without_echoing_them(scripted, raw:
     assert "\n" not in message and "secret" not in message and "SSH" not in message
 
 
-def test_a_timeout_mid_answer_drops_the_connection_and_the_next_request_works(scripted) -> None:
+@pytest.mark.parametrize("how", ["post timeout", "caller cancels"])
+def test_a_timeout_mid_answer_drops_the_connection_and_the_next_request_works(scripted, how: str) -> None:
     def slow_first(conn: socket.socket, request: bytes, index: int) -> bool:
         if index == 0 and len(scripted_state) == 0:
             scripted_state.append(1)
@@ -230,9 +231,12 @@ def test_a_timeout_mid_answer_drops_the_connection_and_the_next_request_works(sc
         client = Client(f"http://127.0.0.1:{server.port}/x", {})
         try:
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.3):
-                    await client.post(b"{}")
-            return await client.post(b"{}")
+                if how == "post timeout":
+                    await client.post(b"{}", timeout=0.3)
+                else:
+                    async with asyncio.timeout(0.3):
+                        await client.post(b"{}")
+            return await client.post(b"{}", timeout=5.0)
         finally:
             await client.close()
 
