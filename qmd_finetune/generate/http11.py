@@ -19,10 +19,11 @@ handled). No proxies, redirects or cookies (aiohttp was used without them too).
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import zlib
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_HEAD = 64 * 1024
 """A response head longer than this is not HTTP we can read (the connection is dropped)."""
@@ -214,6 +215,18 @@ class _Connection(asyncio.Protocol):
             pos = start + size + 2
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an API base (never echoing it: it may hold credentials), or None."""
+    parts = urlsplit(url)
+    try:
+        _ = parts.port  # urlsplit checks the port only when it is read
+    except ValueError:
+        return "the API base URL has a port that is not a number"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "the API base must be an http:// or https:// URL with a host"
+    return None
+
+
 def _expire(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -223,10 +236,11 @@ class Client:
     """POST JSON bodies to one ``http(s)://host[:port]`` with a pool of keep-alive connections."""
 
     def __init__(self, url: str, headers: dict[str, str], pool_size: int = 100) -> None:
+        problem = url_problem(url)
+        if problem:
+            raise ValueError(problem)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url}")
-        self.host = parts.hostname
+        self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parts.scheme == "https" else None
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -234,7 +248,14 @@ class Client:
         host = f"[{self.host}]" if ":" in self.host else self.host
         authority = host if default_port else f"{host}:{self.port}"
         fixed = {"Host": authority, "User-Agent": "qmd-finetune", "Accept": "application/json"}
+        if parts.username is not None and not any(k.lower() == "authorization" for k in headers):
+            # Credentials in the URL are sent as HTTP Basic auth (as aiohttp did).
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            fixed["Authorization"] = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
         fixed.update(headers)
+        for name, value in fixed.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"the {name} header would hold a line break (check the API key)")
         head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items() if k.lower() != "content-length")
         self._head = f"POST {self.path} HTTP/1.1\r\n{head}".encode("latin-1")
         self._idle: list[_Connection] = []

@@ -251,6 +251,7 @@ class OpenAICompatProvider(Provider):
         self._url = config.api_base.rstrip("/") + "/chat/completions"
         self._pool_size = pool_size
         self._http: Any = None
+        self._get_client()  # a bad --api-base or key fails here, before any request
 
     def _get_client(self) -> Any:
         if self._http is None:

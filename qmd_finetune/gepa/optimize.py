@@ -185,6 +185,12 @@ def validate(cfg: OptimizeConfig) -> None:
     ):
         if problem:
             problems.append(problem)
+    from qmd_finetune.generate.http11 import url_problem
+
+    for flag, base in (("--api-base", cfg.api_base), ("--reflection-api-base", cfg.reflection_api_base)):
+        problem = url_problem(base) if base else None
+        if problem:
+            problems.append(f"{flag}: {problem}")
     if reflection == RUBRIC and cfg.reflection_api_base:
         problems.append("--reflection-api-base makes no sense with --reflection-model rubric")
     outputs = [p for p in (cfg.save_prompt, cfg.save_program, cfg.emit) if p is not None]

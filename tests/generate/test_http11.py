@@ -307,3 +307,41 @@ def test_the_provider_sends_the_key_and_never_writes_it(scripted, monkeypatch) -
     assert f"Authorization: Bearer {secret}".encode() in server.requests[0]
     assert info.value.status == 401 and not info.value.retryable
     assert secret not in str(info.value)
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(scripted) -> None:
+    server = scripted(fixed(ok()))
+
+    async def go():
+        client = Client(f"http://us%40er:p%3Ass@127.0.0.1:{server.port}/v1/chat/completions", {})
+        try:
+            return await client.post(b"{}")
+        finally:
+            await client.close()
+
+    assert asyncio.run(go()).body == BODY
+    assert b"Authorization: Basic dXNAZXI6cDpzcw==" in server.requests[0]  # base64 of "us@er:p:ss"
+
+
+@pytest.mark.parametrize(
+    ("api_base", "key", "message"),
+    [
+        ("ftp://user:hunter2@example.com/v1", "k", "the API base must be an http:// or https:// URL"),
+        ("http://user:hunter2@example.com:port/v1", "k", "has a port that is not a number"),
+        ("http://127.0.0.1:9/v1", "sk-abc\r\nX-Evil: 1", "header would hold a line break"),
+    ],
+)
+def test_a_bad_api_base_or_key_fails_before_any_request_in_one_line(
+    tmp_path, monkeypatch, api_base: str, key: str, message: str
+) -> None:
+    from conftest import invoke
+
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    queries = tmp_path / "q.txt"
+    queries.write_text("docker compose networking\n", encoding="utf-8")
+    args = ["expand", "--model", "openai/m", "--api-base", api_base, "--queries", str(queries)]
+    result = invoke([*args, "--output", str(tmp_path / "out.jsonl"), "--no-progress", "--no-cache"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert message in text and "hunter2" not in text and "Traceback" not in result.output
+    assert not (tmp_path / "out.jsonl").exists() or not (tmp_path / "out.jsonl").read_text()

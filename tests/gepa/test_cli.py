@@ -46,6 +46,23 @@ def test_bad_options_fail_before_any_model_call(base, chat_server, extra, messag
 
 
 @pytest.mark.parametrize(
+    ("api_base", "message"),
+    [
+        ("ftp://user:hunter2@example.com/v1", "--api-base: the API base must be an http:// or https:// URL"),
+        (
+            "http://user:hunter2@example.com:port/v1",
+            "--api-base: the API base URL has a port that is not a number",
+        ),
+    ],
+)
+def test_a_bad_api_base_is_rejected_without_echoing_it(query_file, tmp_path, api_base, message):
+    args = ["optimize", "--model", "openai/m", "--api-base", api_base, "--train", str(query_file)]
+    result = runner.invoke(app, [*args, "--save-prompt", str(tmp_path / "p.txt"), "--auto", "light"])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert "hunter2" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
     ("model", "reflection", "message"),
     [
         ("bogus/model", "rubric", "--model: unknown provider 'bogus'"),
