@@ -53,10 +53,32 @@ class CachedResponse:
 
 
 def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """sha256 of ``json.dumps({"messages", "model", "params"}, sort_keys=True, ensure_ascii=False)``."""
     payload = "".join(
         (
             '{"messages": ',
             messages_json(messages, sort_keys=True, ensure_ascii=False),
+            _key_tail(model, params),
+        )
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _key_tail(model: str, params: dict[str, Any]) -> str:
+    """The key's JSON after the messages; a run repeats its model and parameters, so it is made
+    once per distinct pair."""
+    try:
+        # With the types: 1, 1.0 and True are equal keys of a dict but three different JSONs.
+        signature = (model, tuple((k, type(v), v) for k, v in params.items()))
+        hash(signature)
+    except TypeError:  # a parameter value that is a list or a dict
+        signature = None
+    if signature is not None:
+        tail = _TAILS.get(signature)
+        if tail is not None:
+            return tail
+    tail = "".join(
+        (
             ', "model": ',
             json.dumps(model, ensure_ascii=False),
             ', "params": ',
@@ -64,7 +86,14 @@ def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, An
             "}",
         )
     )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    if signature is not None:
+        if len(_TAILS) > 1000:
+            _TAILS.clear()
+        _TAILS[signature] = tail
+    return tail
+
+
+_TAILS: dict[tuple, str] = {}
 
 
 def _use_wal(db: sqlite3.Connection) -> None:

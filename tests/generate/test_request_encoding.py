@@ -53,7 +53,13 @@ def test_request_key_is_unchanged() -> None:
         request_key("openai/m", messages, params)
         == "37301bd138db68d385b8f48cc9bace0c086b8de07810e8b02788cfff9b28591e"
     )
-    for conversation in _conversations():
+    for conversation, params in [(c, params) for c in _conversations()] + [
+        (_conversations()[0], {"max_tokens": 100, "temperature": 1}),
+        (_conversations()[0], {"max_tokens": 100, "temperature": 1.0}),
+        (_conversations()[0], {"max_tokens": 100, "temperature": True}),
+        (_conversations()[0], {"temperature": 0.7, "max_tokens": 100}),
+        (_conversations()[0], {"max_tokens": 100, "stop": ["\n\n"]}),
+    ]:
         plain = json.dumps(
             {"model": "openai/m", "messages": conversation, "params": params},
             sort_keys=True,
