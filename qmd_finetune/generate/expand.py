@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import gc
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,7 +332,8 @@ class Offload:
         self._conn.close()
         for _, _, future in self._pending + self._inflight:
             future.cancel()
-        self._process.join(0)
+        # Reaped by a thread that only waits (no zombie left behind in a long-lived caller).
+        threading.Thread(target=self._process.join, name="judge-reaper", daemon=True).start()
 
 
 def run_expand(cfg: ExpandConfig) -> ExpandResult:

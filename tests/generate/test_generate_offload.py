@@ -95,3 +95,66 @@ def _run_cached(server, queries: Path, out: Path, cache: Path) -> str:
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
+
+
+ZOMBIES = """
+import os, sys, time
+from pathlib import Path
+from qmd_finetune.generate import expand
+from qmd_finetune.generate.providers import GenerationParams
+from qmd_finetune.generate.runner import RunnerConfig
+
+def children():
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and int(entry) != tracker:
+                found.append(fields[0])
+    return found
+
+if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an ignored SIGCHLD (inherited) reaps children itself
+    tmp = Path(sys.argv[2])
+    cfg = expand.ExpandConfig(
+        model="openai/m", queries=tmp / "queries.txt", output=tmp / "out.jsonl", api_base=sys.argv[1],
+        params=GenerationParams(max_tokens=100), runner=RunnerConfig(concurrency=32, progress=False),
+        use_cache=False,
+    )
+    assert expand.run_expand(cfg).kept == expand.OFFLOAD_MIN
+    from multiprocessing import resource_tracker
+    tracker = resource_tracker._resource_tracker._pid  # spawn's helper process, alive until exit
+    deadline = time.monotonic() + 10
+    while any(state != "Z" for state in children()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the worker shutting down
+    time.sleep(0.5)
+    print("children", len(children()), "zombies", children().count("Z"))
+"""
+
+
+def test_the_judging_process_is_reaped_after_the_run(tmp_path, llm_server):
+    # The run does not wait for the worker's interpreter to shut down, but nothing is left
+    # behind either: no zombie process in a caller that runs on (a notebook, a service). In a
+    # fresh interpreter: pytest's own process reaps children it did not start.
+    import os
+    import subprocess
+    import sys
+
+    queries = tmp_path / "queries.txt"
+    queries.write_text(
+        "".join(f"kubernetes ingress case {i}\n" for i in range(expand.OFFLOAD_MIN)), encoding="utf-8"
+    )
+    script = tmp_path / "zombies.py"
+    script.write_text(ZOMBIES, encoding="utf-8")
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(
+        [sys.executable, str(script), llm_server.url + "/v1", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-4:] == ["children", "0", "zombies", "0"]
