@@ -66,6 +66,20 @@ class SharedHeadDecoder:
 
         self.rotary = apply_rotary_pos_emb
 
+    def logits(self, last: Any) -> Any:
+        """float32 logits ``(rows, vocab)`` of the final hidden states ``(rows, hidden)``.
+
+        For a plain linear head, ``weight @ last.T``: MKL runs the tall (49,152 x 576) matrix
+        this way in 29 ms instead of 56 for 32 rows (28 ms instead of 42 for 20) on this
+        2-core machine, and the head was a third of each decoding step. Quantized heads (int8)
+        are called as they are."""
+        import torch
+
+        head = self.model.lm_head
+        if type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == last.dtype:
+            return torch.mm(head.weight, last.t()).t().float()
+        return head(last).float()
+
     def head(self, ids: list[int]) -> Head:
         """Run ``ids`` (one sequence, no padding) and keep its keys and values."""
         import torch
@@ -163,8 +177,8 @@ class Rows:
             hidden = hidden + attn.o_proj(out)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         self.length = end
-        last = inner.norm(hidden[:, -1:, :])
-        return d.model.lm_head(last)[:, -1, :].float()
+        last = inner.norm(hidden[:, -1, :])
+        return d.logits(last)
 
     def _attend(self, layer: int, q: Any, end: int, grouped: Any) -> Any:
         """Attention of ``q`` ``(rows, heads, n, dim)`` over the shared head and the rows' own tokens."""
