@@ -83,8 +83,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.waiter is None or self.waiter.done():
             return
-        if self._headers is not None and self._until_close:
-            self._finish(bytes(self.buffer))
+        if self._headers is not None and self._until_close and exc is None:
+            self._finish(bytes(self.buffer))  # a clean close ends a close-delimited body; a reset does not
             return
         reason = f"{type(exc).__name__}: {exc}" if exc else "server closed the connection"
         self._fail(HttpError(reason))

@@ -10,6 +10,7 @@ import json
 import socket
 import socketserver
 import ssl
+import struct
 import subprocess
 import threading
 import zlib
@@ -194,6 +195,18 @@ def test_a_server_that_drops_the_connection_mid_answer_is_a_connection_error(scr
     with pytest.raises(HttpError, match="server closed the connection"):
         post(server.port)
     assert len(server.requests) == 1  # a fresh connection that failed is not silently re-sent
+
+
+def test_a_close_delimited_body_cut_by_a_reset_is_a_connection_error(scripted) -> None:
+    def reset(conn: socket.socket, request: bytes, index: int) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + BODY[:10])
+        threading.Event().wait(0.2)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        return False
+
+    server = scripted(reset)
+    with pytest.raises(HttpError, match="ConnectionResetError"):
+        post(server.port)
 
 
 @pytest.mark.parametrize(
