@@ -323,8 +323,9 @@ class Offload:
                 future.set_exception(self._failed)
 
     def close(self) -> None:
-        """Stop the worker. Its batches are all answered by now; it exits on its own (about 0.1 s
-        of interpreter teardown nobody waits for) and is reaped by multiprocessing."""
+        """Stop the worker. After a finished run its batches are all answered; after an
+        interrupted one the batch it is judging is dropped. It exits on its own (about 0.1 s of
+        interpreter teardown the run does not wait for)."""
         if self._loop is not None and self._failed is None:
             self._loop.remove_reader(self._conn.fileno())
         with contextlib.suppress(OSError, ValueError):

@@ -62,7 +62,11 @@ def _worker_main(conn: Any, checks: Checks) -> None:
             return
         if rows is None:
             return
-        conn.send([judge_answer(checks, *row) for row in rows])
+        verdicts = [judge_answer(checks, *row) for row in rows]
+        try:
+            conn.send(verdicts)
+        except OSError:  # the run stopped (interrupted) while this batch was judged
+            return
 
 
 @functools.cache
