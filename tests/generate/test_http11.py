@@ -347,13 +347,16 @@ def test_credentials_in_the_url_are_sent_as_basic_auth(scripted) -> None:
 def test_a_bad_api_base_or_key_fails_before_any_request_in_one_line(
     tmp_path, monkeypatch, api_base: str, key: str, message: str
 ) -> None:
-    from conftest import invoke
+    from typer.testing import CliRunner
+
+    from qmd_finetune.generate.cli import app
 
     monkeypatch.setenv("OPENAI_API_KEY", key)
     queries = tmp_path / "q.txt"
     queries.write_text("docker compose networking\n", encoding="utf-8")
     args = ["expand", "--model", "openai/m", "--api-base", api_base, "--queries", str(queries)]
-    result = invoke([*args, "--output", str(tmp_path / "out.jsonl"), "--no-progress", "--no-cache"])
+    args += ["--output", str(tmp_path / "out.jsonl"), "--no-progress", "--no-cache"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert message in text and "hunter2" not in text and "Traceback" not in result.output
