@@ -127,7 +127,6 @@ class ResponseCache:
         self._secrets = secret_values()
         self._keys: set[str] | bool | None = None  # the keys present when the run began, and put since
         self._queued: dict[str, CachedResponse] = {}  # put, not yet written
-        self._clean: dict[str, Any] = {}  # redacted message texts: a run repeats its prompt
         self._rows: dict[tuple[str, str], str] = {}  # redacted, encoded messages (the writer's)
         self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -224,27 +223,15 @@ class ResponseCache:
                 if cached is None:
                     if len(self._rows) > 10_000:
                         self._rows.clear()
-                    cached = self._rows[(role, content)] = messages_json(
-                        [{"role": self._redacted(role), "content": self._redacted(content)}],
-                        sort_keys=True,
-                        ensure_ascii=False,
-                    )[1:-1]
+                    clean = {
+                        "role": redact_value(role, self._secrets),
+                        "content": redact_value(content, self._secrets),
+                    }
+                    cached = self._rows[(role, content)] = json.dumps(
+                        clean, sort_keys=True, ensure_ascii=False
+                    )
                 return cached
-        if isinstance(message, dict):
-            message = {k: self._redacted(v) for k, v in message.items()}
-        else:
-            message = redact_value(message, self._secrets)
-        return json.dumps(message, sort_keys=True, ensure_ascii=False)
-
-    def _redacted(self, value: Any) -> Any:
-        if not isinstance(value, str):
-            return redact_value(value, self._secrets)
-        clean = self._clean.get(value)
-        if clean is None:
-            if len(self._clean) > 10_000:
-                self._clean.clear()
-            clean = self._clean[value] = redact_value(value, self._secrets)
-        return clean
+        return json.dumps(redact_value(message, self._secrets), sort_keys=True, ensure_ascii=False)
 
     def _write_loop(self) -> None:
         try:
