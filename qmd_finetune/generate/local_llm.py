@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qmd_finetune import cpu_share
 from qmd_finetune.generate import shared_head
 
 PROVIDER = "local"
@@ -267,8 +268,10 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split()).strip(" .!?")
 
 
-def generation_threads() -> int:
-    """Torch threads for generation: ``QMD_FINETUNE_THREADS``, else the free cores.
+def generation_threads(others: float | None = None) -> int:
+    """Torch threads for generation: ``QMD_FINETUNE_THREADS``, else the cores the other
+    processes leave free (``others``: cores they used lately, :class:`cpu_share.CpuWindow`;
+    ``None``: the 1-minute load average).
 
     Token-by-token decoding is many tiny matrix products; when other processes keep the
     cores busy, two OpenMP threads wait on each other at every barrier: on this 2-core machine
@@ -276,9 +279,7 @@ def generation_threads() -> int:
     configured = os.environ.get("QMD_FINETUNE_THREADS")
     if configured and configured.isdigit() and int(configured) > 0:
         return int(configured)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, int(cores + 0.5 - busy)))
+    return cpu_share.free_threads(others)
 
 
 class EmbeddedEngine:
@@ -293,6 +294,8 @@ class EmbeddedEngine:
         self._splits: dict[str, tuple[tuple[int, ...], Any]] = {}
         self._constraints: dict[str, Any] = {}
         self._decoder: Any = None  # shared_head.SharedHeadDecoder for Llama models
+        self._window = cpu_share.CpuWindow()  # other processes' CPU use, read before each batch
+        self._threads = 1
         # interrupt() moves the epoch on: work started in an earlier epoch stops at its next token
         self.epoch = 0
         self.source = ""
@@ -301,14 +304,13 @@ class EmbeddedEngine:
         with self._lock:
             if self._model is not None:
                 return
-            import torch
             from transformers.utils import logging as hf_logging
 
             from qmd_finetune import embedded
             from qmd_finetune.training import models
 
             hf_logging.disable_progress_bar()
-            torch.set_num_threads(generation_threads())
+            window = cpu_share.CpuWindow()
             name = (
                 "local/smollm2" if self.model_name in MODEL_NAMES else str(Path(self.model_name).expanduser())
             )
@@ -320,6 +322,9 @@ class EmbeddedEngine:
             self.source = source.describe() + (" (int8)" if int8 else "")
             self._tokenizer, self._model = tokenizer, model
             self._decoder = shared_head.SharedHeadDecoder(model) if shared_head.supports(model) else None
+            # what the others used while this process loaded the model (a second or more)
+            self._window = window
+            self._threads = generation_threads(window.others(wait=True))
 
     def interrupt(self) -> None:
         self.epoch += 1
@@ -348,6 +353,7 @@ class EmbeddedEngine:
         results: list[Completion | None] = [None] * len(prepared)
         with self._lock, torch.inference_mode():
             for batch in _batches(prepared, MAX_BATCH):
+                self._fit_threads()
                 answers = self._run([prepared[i] for i in batch], params, epoch)
                 for i, completion in zip(batch, answers, strict=True):
                     results[i] = completion
@@ -356,6 +362,18 @@ class EmbeddedEngine:
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------ internals
+
+    def _fit_threads(self) -> None:
+        """Before each batch, in the thread that runs it: as many torch threads as the other
+        processes left free since the last batch (a run started just after another one takes
+        both cores once that one's load is gone, and gives one back when a neighbour starts)."""
+        import torch
+
+        others = self._window.others()
+        if others is not None:
+            self._threads = generation_threads(others)
+        if torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
 
     def _prepare(self, messages: Messages) -> _Prepared:
         """Token ids of the prompt head (everything before the last user turn) and the tail.

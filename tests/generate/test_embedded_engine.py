@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke
 
-from qmd_finetune import quality
+from qmd_finetune import cpu_share, quality
 from qmd_finetune.generate import local_llm
 from qmd_finetune.generate.prompts import load_prompt
 
@@ -142,3 +142,39 @@ def test_int8_weights_run_through_the_embedded_provider_and_are_recorded(tmp_pat
     assert engine.source.endswith("(int8)")
     with sqlite3.connect(out.with_name("out.cache.sqlite")) as db:  # int8 answers have keys of their own
         assert db.execute("SELECT model FROM responses").fetchall() == [(f"local/{run} (int8)",)]
+
+
+@pytest.mark.skipif(
+    cpu_share.usable_cores() < 2 or cpu_share._machine_busy() is None, reason="needs 2 cores and /proc/stat"
+)
+def test_the_engine_takes_the_cores_other_processes_leave_free_before_each_batch(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("QMD_FINETUNE_THREADS", raising=False)
+    prompt = load_prompt()
+    eng = local_llm.engine()
+    eng.load()
+    params = local_llm.GenParams(max_new_tokens=2)
+    conversation = [prompt.messages("git rebase vs merge")]
+    eng.generate(conversation, params)  # the prompt head is computed once, before the clock
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpu_share.usable_cores())
+    ]
+    try:
+        time.sleep(0.3)
+        eng._window = cpu_share.CpuWindow()
+        time.sleep(1.0)
+        eng.generate(conversation, params)
+        assert (eng._threads, torch.get_num_threads()) == (1, 1)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    time.sleep(1.0)
+    eng.generate(conversation, params)  # its window began before the busy batch ended
+    eng.generate(conversation, params)  # this one's window is quiet
+    assert (
+        (eng._threads, torch.get_num_threads()) == (2, 2)
+        if cpu_share.usable_cores() == 2
+        else eng._threads >= 2
+    )
