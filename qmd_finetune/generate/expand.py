@@ -16,7 +16,7 @@ from typing import Any
 from qmd_finetune import quality
 from qmd_finetune.generate.cache import ResponseCache
 from qmd_finetune.generate.journal import JsonlAppender, iter_json_lines
-from qmd_finetune.generate.judge import Checks, _worker_main, judge_answer
+from qmd_finetune.generate.judge import WORKER_CODE, Checks, judge_answer
 from qmd_finetune.generate.prompts import Prompt, load_prompt
 from qmd_finetune.generate.providers import (
     GenerationParams,
@@ -257,13 +257,29 @@ class Offload:
     the loop (docs/generate.md, "Performance")."""
 
     def __init__(self, checks: Checks) -> None:
-        import multiprocessing
+        import socket
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
 
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe(duplex=True)
-        self._process = context.Process(target=_worker_main, args=(child, checks), daemon=True)
-        self._process.start()
+        import qmd_finetune
+
+        # A plain interpreter running judge.serve, not multiprocessing's spawn: spawn imports
+        # the caller's __main__ again in the child (the CLI's whole import graph for
+        # `generate expand`; a script calling run_expand without a __main__ guard ran itself
+        # again and the worker died at once). Its own session: Ctrl-C reaches only the parent,
+        # which stops the worker by closing the socket.
+        mine, child = socket.socketpair()
+        root = str(Path(qmd_finetune.__file__).resolve().parents[1])
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", WORKER_CODE, root, str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         child.close()
+        self._conn = Connection(mine.detach())
+        self._conn.send(checks)
         self._pending: list[tuple[tuple, Callable[[Any], str | None], asyncio.Future]] = []
         self._inflight: list[tuple[tuple, Callable[[Any], str | None], asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -311,9 +327,10 @@ class Offload:
                     future.set_exception(exc)
 
     def _fail(self, batch: list, exc: BaseException) -> None:
-        self._process.join(1.0)
+        with contextlib.suppress(Exception):
+            self._process.wait(1.0)
         self._failed = WorkerFailed(
-            f"the process judging the answers stopped (exit code {self._process.exitcode}, "
+            f"the process judging the answers stopped (exit code {self._process.returncode}, "
             f"{type(exc).__name__}); the records written so far are kept, rerun to resume"
         )
         if self._loop is not None:
@@ -334,7 +351,7 @@ class Offload:
         for _, _, future in self._pending + self._inflight:
             future.cancel()
         # Reaped by a thread that only waits (no zombie left behind in a long-lived caller).
-        threading.Thread(target=self._process.join, name="judge-reaper", daemon=True).start()
+        threading.Thread(target=self._process.wait, name="judge-reaper", daemon=True).start()
 
 
 def run_expand(cfg: ExpandConfig) -> ExpandResult:

@@ -69,6 +69,27 @@ def _worker_main(conn: Any, checks: Checks) -> None:
             return
 
 
+# What ``python -c`` runs in the judging process: SIGINT is ignored before anything else (the
+# parent decides when to stop), the parent's package root goes first on sys.path, then serve().
+WORKER_CODE = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path.insert(0, sys.argv[1]); "
+    "from qmd_finetune.generate.judge import serve; serve(int(sys.argv[2]))"
+)
+
+
+def serve(fd: int) -> None:
+    """The judging process's entry: the :class:`Checks` first, then batches, on the connected
+    socket ``fd`` (the parent's ``multiprocessing.connection`` framing)."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    try:
+        checks = conn.recv()
+    except (EOFError, OSError):
+        return
+    _worker_main(conn, checks)
+
+
 @functools.cache
 def _has_record_schema() -> bool:
     from qmd_finetune.resources import schema_path

@@ -66,7 +66,7 @@ def test_a_killed_judging_process_stops_the_run_in_one_line(tmp_path, llm_server
     def killed(self, checks):
         start(self, checks)
         os.kill(self._process.pid, signal.SIGKILL)
-        self._process.join(10)
+        self._process.wait(10)
 
     monkeypatch.setattr(expand.Offload, "__init__", killed)
     args = ["expand", "--model", "openai/m", "--api-base", llm_server.url + "/v1", "--queries", str(queries)]
@@ -98,7 +98,7 @@ def _run_cached(server, queries: Path, out: Path, cache: Path) -> str:
 
 
 ZOMBIES = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from qmd_finetune.generate import expand
 from qmd_finetune.generate.providers import GenerationParams
@@ -112,34 +112,33 @@ def children():
                 fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == os.getpid() and int(entry) != tracker:
+            if int(fields[1]) == os.getpid():
                 found.append(fields[0])
     return found
 
-if __name__ == "__main__":
-    import signal
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an ignored SIGCHLD (inherited) reaps children itself
-    tmp = Path(sys.argv[2])
-    cfg = expand.ExpandConfig(
-        model="openai/m", queries=tmp / "queries.txt", output=tmp / "out.jsonl", api_base=sys.argv[1],
-        params=GenerationParams(max_tokens=100), runner=RunnerConfig(concurrency=32, progress=False),
-        use_cache=False,
-    )
-    assert expand.run_expand(cfg).kept == expand.OFFLOAD_MIN
-    from multiprocessing import resource_tracker
-    tracker = resource_tracker._resource_tracker._pid  # spawn's helper process, alive until exit
-    deadline = time.monotonic() + 10
-    while any(state != "Z" for state in children()) and time.monotonic() < deadline:
-        time.sleep(0.1)  # the worker shutting down
-    time.sleep(0.5)
-    print("children", len(children()), "zombies", children().count("Z"))
+# No `if __name__ == "__main__":` guard, on purpose: a script (or notebook) calling run_expand
+# must not be run again by the judging process.
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an ignored SIGCHLD (inherited) reaps children itself
+tmp = Path(sys.argv[2])
+cfg = expand.ExpandConfig(
+    model="openai/m", queries=tmp / "queries.txt", output=tmp / "out.jsonl", api_base=sys.argv[1],
+    params=GenerationParams(max_tokens=100), runner=RunnerConfig(concurrency=32, progress=False),
+    use_cache=False,
+)
+print("kept", expand.run_expand(cfg).kept)
+deadline = time.monotonic() + 10
+while any(state != "Z" for state in children()) and time.monotonic() < deadline:
+    time.sleep(0.1)  # the worker shutting down
+time.sleep(0.5)
+print("children", len(children()), "zombies", children().count("Z"))
 """
 
 
-def test_the_judging_process_is_reaped_after_the_run(tmp_path, llm_server):
+def test_the_judging_process_is_reaped_and_a_script_needs_no_main_guard(tmp_path, llm_server):
     # The run does not wait for the worker's interpreter to shut down, but nothing is left
     # behind either: no zombie process in a caller that runs on (a notebook, a service). In a
-    # fresh interpreter: pytest's own process reaps children it did not start.
+    # fresh interpreter: pytest's own process reaps children it did not start. The script has
+    # no __main__ guard: with multiprocessing's spawn the worker ran it again and died.
     import os
     import subprocess
     import sys
@@ -157,4 +156,4 @@ def test_the_judging_process_is_reaped_after_the_run(tmp_path, llm_server):
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-4:] == ["children", "0", "zombies", "0"]
+    assert done.stdout.split() == ["kept", str(expand.OFFLOAD_MIN), "children", "0", "zombies", "0"]
