@@ -80,29 +80,6 @@ class SharedHeadDecoder:
             return torch.mm(head.weight, last.t()).t().float()
         return head(last).float()
 
-    def project(self, linear: Any, x: Any) -> Any:
-        """``linear(x)`` for ``x`` ``(rows, 1, in)``: one new token per row, as decoding steps feed.
-
-        For a plain float linear layer, ``weight @ x.T`` as for the logits: MKL runs the
-        projections of a decoding step (20-32 rows) this way in about 82 ms instead of 99 (20
-        rows) and 86 instead of 144 (32 rows) for the 30 layers on this 2-core machine.
-        End to end, alternating, same answers word for word: 20 eval queries 81 -> 93
-        tokens/s free and 76 -> 81 strict, 32 queries 100 -> 105. Longer feeds (hundreds of
-        rows) are faster through the module, and quantized layers (int8) and layers with a
-        bias are called as they are."""
-        import torch
-
-        if type(linear) is torch.nn.Linear and linear.bias is None and linear.weight.dtype == x.dtype:
-            rows = x.shape[0]
-            return torch.mm(linear.weight, x.reshape(rows, -1).t()).t().view(rows, 1, -1)
-        return linear(x)
-
-    def mlp(self, mlp: Any, x: Any) -> Any:
-        """The layer's gated MLP (``down(act(gate(x)) * up(x))``) through :meth:`project`."""
-        return self.project(
-            mlp.down_proj, mlp.act_fn(self.project(mlp.gate_proj, x)) * self.project(mlp.up_proj, x)
-        )
-
     def head(self, ids: list[int]) -> Head:
         """Run ``ids`` (one sequence, no padding) and keep its keys and values."""
         import torch
@@ -119,10 +96,6 @@ class SharedHeadDecoder:
     def rows(self, head: Head | None, size: int, capacity: int) -> Rows:
         """State for a batch of ``size`` rows after ``head``, room for ``capacity`` own tokens each."""
         return Rows(self, head, size, capacity)
-
-
-def _call(module: Any, x: Any) -> Any:
-    return module(x)
 
 
 class Rows:
@@ -191,22 +164,18 @@ class Rows:
         grouped = visible[:, None, None].expand(size, 1, d.groups, width, end).reshape(size, 1, -1, end)
         hidden = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(hidden, positions)
-        # a decoding step (one new token per row) goes through project(); longer feeds (the
-        # prompt head, the queries' tails) through the modules, faster for many rows
-        project = d.project if width == 1 else _call
         for i, layer in enumerate(d.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
-            q = project(attn.q_proj, x).reshape(size, width, d.heads, d.head_dim).transpose(1, 2)
-            k = project(attn.k_proj, x).reshape(size, width, d.kv_heads, d.head_dim).transpose(1, 2)
-            v = project(attn.v_proj, x).reshape(size, width, d.kv_heads, d.head_dim).transpose(1, 2)
+            q = attn.q_proj(x).view(size, width, d.heads, d.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(size, width, d.kv_heads, d.head_dim).transpose(1, 2)
+            v = attn.v_proj(x).view(size, width, d.kv_heads, d.head_dim).transpose(1, 2)
             q, k = d.rotary(q, k, cos, sin)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
             out = self._attend(i, q, end, grouped)
-            hidden = hidden + project(attn.o_proj, out)
-            x = layer.post_attention_layernorm(hidden)
-            hidden = hidden + (d.mlp(layer.mlp, x) if width == 1 else layer.mlp(x))
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         self.length = end
         last = inner.norm(hidden[:, -1, :])
         return d.logits(last)
