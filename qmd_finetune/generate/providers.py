@@ -540,9 +540,9 @@ def _snippet(raw: bytes, width: int = 120) -> str:
 def make_provider(config: ProviderConfig, concurrency: int = 16) -> Provider:
     provider = config.provider
     if provider == "local":
-        from qmd_finetune.generate import local_llm
-
-        local_llm.register_litellm_provider()
+        # LocalProvider calls the engine itself: no LiteLLM registration (importing LiteLLM
+        # took about 4 s of every `generate expand --model local/...` run). DSPy's route to the
+        # embedded model registers it where it is needed (gepa.program).
         from qmd_finetune.embedded import generation_dtype
 
         generation_dtype()  # a bad QMD_FINETUNE_DTYPE fails here, before any request
