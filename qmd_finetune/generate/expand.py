@@ -279,11 +279,14 @@ class Offload:
         )
         child.close()
         self._conn = Connection(mine.detach())
-        self._conn.send(checks)
         self._pending: list[tuple[tuple, Callable[[Any], str | None], asyncio.Future]] = []
         self._inflight: list[tuple[tuple, Callable[[Any], str | None], asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: Exception | None = None
+        try:
+            self._conn.send(checks)
+        except (OSError, ValueError) as exc:  # the worker died at once: every answer fails in one line
+            self._fail([], exc)
 
     def submit(self, row: tuple, finish: Callable[[Any], str | None]) -> asyncio.Future:
         """The future of ``finish(verdict)``, once ``row`` is judged."""

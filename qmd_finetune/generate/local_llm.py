@@ -325,6 +325,9 @@ class EmbeddedEngine:
             # what the others used while this process loaded the model (a second or more)
             self._window = window
             self._threads = generation_threads(window.others(wait=True))
+            import torch
+
+            torch.set_num_threads(self._threads)  # for this thread; each batch fits its own
 
     def interrupt(self) -> None:
         self.epoch += 1
