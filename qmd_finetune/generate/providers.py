@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from qmd_finetune.generate.http11 import Client, HttpError
@@ -120,6 +122,14 @@ def pricing_for(model: str, price_in: float | None = None, price_out: float | No
     if price_in is not None or price_out is not None:
         return Pricing((price_in or 0.0) / 1e6, (price_out or 0.0) / 1e6)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    info = _bundled_price(model)
+    if info is not None:
+        return Pricing(
+            input=float(info.get("input_cost_per_token") or 0.0),
+            output=float(info.get("output_cost_per_token") or 0.0),
+            cache_read=info.get("cache_read_input_token_cost"),
+            cache_write=info.get("cache_creation_input_token_cost"),
+        )
     import litellm
 
     try:
@@ -132,6 +142,44 @@ def pricing_for(model: str, price_in: float | None = None, price_out: float | No
         cache_read=info.get("cache_read_input_token_cost"),
         cache_write=info.get("cache_creation_input_token_cost"),
     )
+
+
+# Providers this module serves without LiteLLM; their prices are read from LiteLLM's bundled
+# price map directly (importing LiteLLM takes about 4 s). tests/generate/test_pricing.py checks
+# the answer equals litellm.get_model_info's for every entry of these providers.
+_NATIVE_PRICED = ("openai", "anthropic")
+
+
+@functools.cache
+def _bundled_prices() -> dict[str, Any]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(spec.submodule_search_locations[0]) / "model_prices_and_context_window_backup.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _bundled_price(model: str) -> dict[str, Any] | None:
+    """The price entry of ``openai/<name>`` or ``anthropic/<name>`` from LiteLLM's bundled map
+    (what ``litellm.get_model_info`` answers with the local map), or None: then LiteLLM decides.
+    Only when LiteLLM reads its local map (``LITELLM_LOCAL_MODEL_COST_MAP``, our default)."""
+    provider, sep, name = model.partition("/")
+    if not sep or provider not in _NATIVE_PRICED:
+        return None
+    if os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "").strip().lower() not in ("true", "1", "yes"):
+        return None
+    prices = _bundled_prices()
+    for key in (model, name):
+        entry = prices.get(key)
+        if isinstance(entry, dict) and entry.get("litellm_provider") == provider:
+            return entry
+    return None
 
 
 def served_model(model: str) -> str:
