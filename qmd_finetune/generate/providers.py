@@ -168,9 +168,12 @@ def _bundled_prices() -> dict[str, Any]:
 def _bundled_price(model: str) -> dict[str, Any] | None:
     """The price entry of ``openai/<name>`` or ``anthropic/<name>`` from LiteLLM's bundled map
     (what ``litellm.get_model_info`` answers with the local map), or None: then LiteLLM decides.
-    Only when LiteLLM reads its local map (``LITELLM_LOCAL_MODEL_COST_MAP``, our default)."""
+    Only when LiteLLM reads its local map (``LITELLM_LOCAL_MODEL_COST_MAP``, our default) and
+    is not imported yet: once it is, its own answer holds prices registered at run time."""
+    import sys
+
     provider, sep, name = model.partition("/")
-    if not sep or provider not in _NATIVE_PRICED:
+    if not sep or provider not in _NATIVE_PRICED or "litellm" in sys.modules:
         return None
     if os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "").strip().lower() not in ("true", "1", "yes"):
         return None

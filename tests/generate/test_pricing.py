@@ -23,7 +23,10 @@ def test_bundled_prices_equal_litellm_for_every_openai_and_anthropic_entry(monke
             continue
         provider = entry["litellm_provider"]
         model = key if key.startswith(provider + "/") else f"{provider}/{key}"
-        mine = providers.pricing_for(model)
+        with monkeypatch.context() as patch:  # as before LiteLLM is imported: the map file itself
+            patch.delitem(sys.modules, "litellm")
+            mine = providers.pricing_for(model)
+        assert "litellm" in sys.modules
         info = litellm.get_model_info(model)
         theirs = (
             float(info.get("input_cost_per_token") or 0.0),
@@ -39,9 +42,22 @@ def test_bundled_prices_equal_litellm_for_every_openai_and_anthropic_entry(monke
 
 def test_a_model_not_in_the_map_is_left_to_litellm(monkeypatch):
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    monkeypatch.delitem(sys.modules, "litellm", raising=False)
     assert providers._bundled_price("openai/no-such-model-here") is None
     assert providers._bundled_price("ollama_chat/qwen3:1.7b") is None
     assert providers.pricing_for("openai/no-such-model-here").known is False
+    assert "litellm" in sys.modules  # LiteLLM decided
+
+
+def test_once_litellm_is_imported_its_answer_holds_run_time_prices():
+    import litellm
+
+    model = "openai/qmd-test-registered-model"
+    litellm.register_model({model: {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
+                                    "litellm_provider": "openai", "mode": "chat"}})  # fmt: skip
+    assert providers._bundled_price(model) is None
+    price = providers.pricing_for(model)
+    assert (price.input, price.output, price.known) == (1e-6, 2e-6, True)
 
 
 def test_a_known_model_is_priced_without_importing_litellm():
