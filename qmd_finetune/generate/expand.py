@@ -330,7 +330,9 @@ class Offload:
                     future.set_exception(exc)
 
     def _fail(self, batch: list, exc: BaseException) -> None:
-        with contextlib.suppress(Exception):
+        import subprocess
+
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(1.0)
         self._failed = WorkerFailed(
             f"the process judging the answers stopped (exit code {self._process.returncode}, "

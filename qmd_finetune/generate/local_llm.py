@@ -310,7 +310,7 @@ class EmbeddedEngine:
             from qmd_finetune.training import models
 
             hf_logging.disable_progress_bar()
-            window = cpu_share.CpuWindow()
+            self._window = cpu_share.CpuWindow()  # what the others use while this process loads
             name = (
                 "local/smollm2" if self.model_name in MODEL_NAMES else str(Path(self.model_name).expanduser())
             )
@@ -322,9 +322,7 @@ class EmbeddedEngine:
             self.source = source.describe() + (" (int8)" if int8 else "")
             self._tokenizer, self._model = tokenizer, model
             self._decoder = shared_head.SharedHeadDecoder(model) if shared_head.supports(model) else None
-            # what the others used while this process loaded the model (a second or more)
-            self._window = window
-            self._threads = generation_threads(window.others(wait=True))
+            self._threads = generation_threads(self._window.others(wait=True))
             import torch
 
             torch.set_num_threads(self._threads)  # for this thread; each batch fits its own

@@ -123,19 +123,13 @@ def pricing_for(model: str, price_in: float | None = None, price_out: float | No
         return Pricing((price_in or 0.0) / 1e6, (price_out or 0.0) / 1e6)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     info = _bundled_price(model)
-    if info is not None:
-        return Pricing(
-            input=float(info.get("input_cost_per_token") or 0.0),
-            output=float(info.get("output_cost_per_token") or 0.0),
-            cache_read=info.get("cache_read_input_token_cost"),
-            cache_write=info.get("cache_creation_input_token_cost"),
-        )
-    import litellm
+    if info is None:
+        import litellm
 
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:  # noqa: BLE001 - litellm raises plain Exception for unknown models
-        return Pricing(0.0, 0.0, known=False)
+        try:
+            info = litellm.get_model_info(model)
+        except Exception:  # noqa: BLE001 - litellm raises plain Exception for unknown models
+            return Pricing(0.0, 0.0, known=False)
     return Pricing(
         input=float(info.get("input_cost_per_token") or 0.0),
         output=float(info.get("output_cost_per_token") or 0.0),
